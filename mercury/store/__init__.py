@@ -1,0 +1,1 @@
+"""Durable state: the spool (image files) and the index (the database)."""

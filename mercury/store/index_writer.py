@@ -1,0 +1,389 @@
+"""Group commit for the receiver.
+
+Every acknowledgement waits for its index row to be committed. Committing each
+instance alone would cost one database sync per instance; instead one thread takes
+whatever arrived while the previous transaction was running and commits it as one
+transaction, so concurrent associations share the cost. Nothing is acknowledged
+before the transaction holding its row has committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import Engine, Table, bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from mercury.store.journal import event_row, record_many
+from mercury.store.models import AssociationRow, InstanceRow, SeriesRow, StudyRow
+from mercury.store.spool import fsync_directories
+
+log = logging.getLogger("mercury.store")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ReceivedInstance:
+    """An instance whose bytes are durable in the spool, waiting for its index row."""
+
+    sop_instance_uid: str
+    series_uid: str
+    study_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    path: str
+    size: int
+    calling_ae: str
+    called_ae: str
+    peer_host: str
+    association_id: str
+    received_at: datetime
+    tags: dict[str, str]
+    changed_dirs: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class InstanceOutcome:
+    duplicate: bool
+    new_series: bool
+
+
+@dataclass
+class _Item:
+    future: Future[Any]
+    instance: ReceivedInstance | None = None
+    work: Callable[[Session], Any] | None = None
+    dirs: tuple[Path, ...] = field(default=())
+
+
+_STOP = object()
+
+
+class IndexWriter:
+    """One writer thread that batches index transactions."""
+
+    def __init__(self, engine: Engine, *, max_batch: int = 500) -> None:
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._dialect = engine.dialect.name
+        self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
+        self._max_batch = max_batch
+        self._thread = threading.Thread(target=self._run, name="mercury-index-writer", daemon=True)
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Finish everything queued, then stop."""
+        if self._started:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._started = False
+
+    def add_instance(self, instance: ReceivedInstance) -> Future[InstanceOutcome]:
+        future: Future[InstanceOutcome] = Future()
+        self._queue.put(_Item(future, instance=instance, dirs=instance.changed_dirs))
+        return future
+
+    def run(self, work: Callable[[Session], T]) -> Future[T]:
+        """Run ``work`` inside the next batch transaction."""
+        future: Future[T] = Future()
+        self._queue.put(_Item(future, work=work))
+        return future
+
+    # -- the writer thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch: list[_Item] = [first]  # type: ignore[list-item]
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stopping = True
+                    break
+                batch.append(nxt)  # type: ignore[arg-type]
+            self._commit_batch(batch)
+
+    def _commit_batch(self, batch: list[_Item]) -> None:
+        try:
+            fsync_directories(d for item in batch for d in item.dirs)
+            results = self._transaction(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                log.exception("index transaction failed")
+                batch[0].future.set_exception(exc)
+                return
+            # One bad item must not fail the others: commit them one by one.
+            for item in batch:
+                self._commit_batch([item])
+            return
+        for item, result in zip(batch, results, strict=True):
+            item.future.set_result(result)
+
+    def _transaction(self, batch: list[_Item]) -> list[Any]:
+        results: list[Any] = []
+        with self._sessions() as session, session.begin():
+            run: list[ReceivedInstance] = []
+            for item in batch:
+                if item.instance is not None:
+                    run.append(item.instance)
+                    continue
+                if run:
+                    results.extend(self._write_instances(session, run))
+                    run = []
+                assert item.work is not None
+                results.append(item.work(session))
+            if run:
+                results.extend(self._write_instances(session, run))
+        return results
+
+    def _insert(self, table: Any) -> Any:
+        if self._dialect == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    def _write_instances(
+        self, session: Session, records: list[ReceivedInstance]
+    ) -> list[InstanceOutcome]:
+        existing = set(
+            session.scalars(
+                select(InstanceRow.sop_instance_uid).where(
+                    InstanceRow.sop_instance_uid.in_({r.sop_instance_uid for r in records})
+                )
+            )
+        )
+        new_rows: list[dict[str, Any]] = []
+        duplicates: list[ReceivedInstance] = []
+        outcomes: list[tuple[ReceivedInstance, bool]] = []
+        for record in records:
+            is_duplicate = record.sop_instance_uid in existing
+            existing.add(record.sop_instance_uid)
+            outcomes.append((record, is_duplicate))
+            if is_duplicate:
+                duplicates.append(record)
+            else:
+                new_rows.append(_instance_row(record))
+        if new_rows:
+            session.execute(insert(InstanceRow), new_rows)
+        events: list[dict[str, Any]] = []
+        for record in duplicates:
+            session.execute(
+                update(InstanceRow)
+                .where(InstanceRow.sop_instance_uid == record.sop_instance_uid)
+                .values(
+                    {
+                        **_instance_row(record),
+                        "duplicate_count": InstanceRow.duplicate_count + 1,
+                    }
+                )
+            )
+            events.append(
+                event_row(
+                    stage="receive",
+                    kind="instance.duplicate",
+                    severity="warning",
+                    message=(
+                        f"SOP instance {record.sop_instance_uid} received again from "
+                        f"{record.calling_ae}@{record.peer_host}; kept the newest copy"
+                    ),
+                    study_uid=record.study_uid,
+                    series_uid=record.series_uid,
+                    sop_instance_uid=record.sop_instance_uid,
+                    association_id=record.association_id,
+                    details={"size": record.size, "transfer_syntax": record.transfer_syntax},
+                )
+            )
+        new_series = self._update_series(session, outcomes, events)
+        self._update_studies(session, outcomes, new_series)
+        self._update_associations(session, records)
+        record_many(session, events)
+        return [
+            InstanceOutcome(duplicate=dup, new_series=rec.series_uid in new_series)
+            for rec, dup in outcomes
+        ]
+
+    def _update_series(
+        self,
+        session: Session,
+        outcomes: list[tuple[ReceivedInstance, bool]],
+        events: list[dict[str, Any]],
+    ) -> set[str]:
+        groups = _group(outcomes, lambda r: r.series_uid)
+        table = cast(Table, SeriesRow.__table__)
+        candidates = []
+        for uid, members in groups.items():
+            first = members[0][0]
+            tags = first.tags
+            candidates.append(
+                {
+                    "series_uid": uid,
+                    "study_uid": first.study_uid,
+                    "modality": tags.get("Modality", "")[:16],
+                    "series_description": tags.get("SeriesDescription", "")[:128],
+                    "series_number": tags.get("SeriesNumber", "")[:16],
+                    "tags": tags,
+                    "instance_count": 0,
+                    "duplicate_count": 0,
+                    "bytes": 0,
+                    "first_received_at": first.received_at,
+                    "last_received_at": first.received_at,
+                }
+            )
+        inserted = set(
+            session.execute(
+                self._insert(table)
+                .values(candidates)
+                .on_conflict_do_nothing(index_elements=["series_uid"])
+                .returning(table.c.series_uid)
+            ).scalars()
+        )
+        session.connection().execute(
+            update(table)
+            .where(table.c.series_uid == bindparam("b_uid"))
+            .values(
+                instance_count=table.c.instance_count + bindparam("b_new"),
+                duplicate_count=table.c.duplicate_count + bindparam("b_dup"),
+                bytes=table.c.bytes + bindparam("b_bytes"),
+                last_received_at=bindparam("b_last"),
+                last_association_id=bindparam("b_assoc"),
+            ),
+            [
+                {
+                    "b_uid": uid,
+                    "b_new": sum(1 for _, dup in members if not dup),
+                    "b_dup": sum(1 for _, dup in members if dup),
+                    "b_bytes": sum(r.size for r, dup in members if not dup),
+                    "b_last": max(r.received_at for r, _ in members),
+                    "b_assoc": members[-1][0].association_id,
+                }
+                for uid, members in groups.items()
+            ],
+        )
+        for uid in inserted:
+            first = groups[uid][0][0]
+            events.append(
+                event_row(
+                    stage="receive",
+                    kind="series.received",
+                    message=(
+                        f"New series {first.tags.get('SeriesDescription', '')!r} "
+                        f"({first.tags.get('Modality', '?')}) "
+                        f"from {first.calling_ae}@{first.peer_host}"
+                    ),
+                    study_uid=first.study_uid,
+                    series_uid=uid,
+                    association_id=first.association_id,
+                )
+            )
+        return inserted
+
+    def _update_studies(
+        self,
+        session: Session,
+        outcomes: list[tuple[ReceivedInstance, bool]],
+        new_series: set[str],
+    ) -> None:
+        groups = _group(outcomes, lambda r: r.study_uid)
+        table = cast(Table, StudyRow.__table__)
+        candidates = []
+        for uid, members in groups.items():
+            first = members[0][0]
+            tags = first.tags
+            candidates.append(
+                {
+                    "study_uid": uid,
+                    "patient_id": tags.get("PatientID", "")[:64],
+                    "patient_name": tags.get("PatientName", "")[:324],
+                    "accession_number": tags.get("AccessionNumber", "")[:64],
+                    "study_date": tags.get("StudyDate", "")[:16],
+                    "study_description": tags.get("StudyDescription", "")[:128],
+                    "series_count": 0,
+                    "instance_count": 0,
+                    "first_received_at": first.received_at,
+                    "last_received_at": first.received_at,
+                }
+            )
+        session.execute(
+            self._insert(table)
+            .values(candidates)
+            .on_conflict_do_nothing(index_elements=["study_uid"])
+        )
+        session.connection().execute(
+            update(table)
+            .where(table.c.study_uid == bindparam("b_uid"))
+            .values(
+                instance_count=table.c.instance_count + bindparam("b_new"),
+                series_count=table.c.series_count + bindparam("b_series"),
+                last_received_at=bindparam("b_last"),
+            ),
+            [
+                {
+                    "b_uid": uid,
+                    "b_new": sum(1 for _, dup in members if not dup),
+                    "b_series": len({r.series_uid for r, _ in members} & new_series),
+                    "b_last": max(r.received_at for r, _ in members),
+                }
+                for uid, members in groups.items()
+            ],
+        )
+
+    def _update_associations(self, session: Session, records: list[ReceivedInstance]) -> None:
+        totals: dict[str, list[int]] = {}
+        for record in records:
+            entry = totals.setdefault(record.association_id, [0, 0])
+            entry[0] += 1
+            entry[1] += record.size
+        table = cast(Table, AssociationRow.__table__)
+        session.connection().execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(
+                instances=table.c.instances + bindparam("b_n"),
+                bytes=table.c.bytes + bindparam("b_bytes"),
+            ),
+            [{"b_id": key, "b_n": n, "b_bytes": size} for key, (n, size) in totals.items()],
+        )
+
+
+def _instance_row(record: ReceivedInstance) -> dict[str, Any]:
+    return {
+        "sop_instance_uid": record.sop_instance_uid,
+        "series_uid": record.series_uid,
+        "study_uid": record.study_uid,
+        "sop_class_uid": record.sop_class_uid,
+        "transfer_syntax": record.transfer_syntax,
+        "path": record.path,
+        "size": record.size,
+        "calling_ae": record.calling_ae,
+        "called_ae": record.called_ae,
+        "peer_host": record.peer_host,
+        "association_id": record.association_id,
+        "received_at": record.received_at,
+    }
+
+
+def _group(
+    outcomes: Iterable[tuple[ReceivedInstance, bool]], key: Callable[[ReceivedInstance], str]
+) -> dict[str, list[tuple[ReceivedInstance, bool]]]:
+    groups: dict[str, list[tuple[ReceivedInstance, bool]]] = {}
+    for record, duplicate in outcomes:
+        groups.setdefault(key(record), []).append((record, duplicate))
+    return groups
