@@ -1,0 +1,38 @@
+"""Helpers shared by the CLI commands: loading the configuration with a friendly failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from mercury.config.models import MercuryConfig
+
+console = Console()
+err_console = Console(stderr=True)
+
+CONFIG_OPTION = typer.Option(
+    Path("mercury.yaml"),
+    "--config",
+    "-c",
+    help="Configuration file (YAML or JSON).",
+    envvar="MERCURY_CONFIG",
+)
+
+
+def load_or_exit(path: Path) -> MercuryConfig:
+    """Load and validate the configuration, or print every error and exit 2."""
+    from mercury.config.load import ConfigError, load_config
+
+    if not path.exists():
+        err_console.print(
+            f"[red]error:[/] configuration file {path} not found. "
+            "Create one with [bold]mercury init DIR[/] or pass --config FILE."
+        )
+        raise typer.Exit(2)
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        err_console.print(f"[red]error:[/] {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from exc

@@ -1,0 +1,55 @@
+"""`mercury serve`: run the services."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import typer
+
+from mercury.cli.common import CONFIG_OPTION, console, err_console, load_or_exit
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+
+
+def serve(
+    config: Path = CONFIG_OPTION,
+    only: list[str] = typer.Option(
+        [],
+        "--only",
+        help="Run only this service (repeatable): receiver. Default: all of them.",
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Run mercury: every service in one process, or only the ones named with --only."""
+    from mercury.serve import Service
+    from mercury.serve import serve as run
+    from mercury.store.db import DatabaseError
+
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    cfg = load_or_exit(config)
+
+    def ready(services: list[Service]) -> None:
+        for service in services:
+            console.print(f"[green]ready[/] {service.describe()}", highlight=False)
+        console.print(f"mercury is running with {config}; press Ctrl+C to stop.")
+
+    try:
+        asyncio.run(run(cfg, only, on_ready=ready))
+    except (ValueError, DatabaseError) as exc:
+        err_console.print(f"[red]error:[/] {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from exc
+    except OSError as exc:
+        err_console.print(
+            f"[red]error:[/] cannot start: {exc}. Is another program using port "
+            f"{cfg.receiver.port}? Change receiver.port in {config}.",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(2) from exc

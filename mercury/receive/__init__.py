@@ -1,0 +1,1 @@
+"""The DICOM receiver: C-STORE and C-ECHO into the spool and the index."""
