@@ -14,10 +14,11 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from sqlalchemy import create_engine, select
 
-from mercury.dicom.file_meta import build_file_meta
+from mercury.dicom.net import dimse, pdu
 from mercury.store.models import EventRow, InstanceRow
 from tests.conftest import MercuryProcess, write_config
 from tests.helpers import SECONDARY_CAPTURE, free_port, make_ct_series, storescu, wait_for
+from tests.net.netsupport import RawPeer
 
 
 def journal(mercury: MercuryProcess, kind: str) -> list[Any]:
@@ -76,21 +77,31 @@ def send_datasets(port: int, items: list[Dataset | str], ae_title: str = "MERCUR
     return statuses
 
 
+def raw_store(port: int, sop_instance_uid: str, data: bytes) -> int:
+    """One C-STORE of arbitrary dataset bytes (explicit VR little endian), bypassing any
+    SCU-side checks; returns the status on the wire."""
+    with RawPeer(port) as peer:
+        peer.associate([(1, SECONDARY_CAPTURE, (ExplicitVRLittleEndian,))])
+        command = dimse.encode_request(
+            dimse.C_STORE_RQ,
+            1,
+            sop_class_uid=SECONDARY_CAPTURE,
+            sop_instance_uid=sop_instance_uid,
+            priority=0,
+            has_data_set=True,
+        )
+        peer.send_message(1, command, data)
+        response = dimse.decode_command(peer.recv_command())
+        peer.send(pdu.ReleaseRQ().encode())
+        peer.expect(pdu.A_RELEASE_RP)
+    return response.us(dimse.STATUS)
+
+
 def test_dataset_that_does_not_parse(mercury: MercuryProcess, tmp_path: Path) -> None:
     uid = generate_uid()
-    meta = build_file_meta(
-        sop_class_uid=SECONDARY_CAPTURE,
-        sop_instance_uid=uid,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-        implementation_class_uid="1.2.3",
-        implementation_version_name="T",
-    )
-    raw = tmp_path / "garbage.dcm"
     # A valid start, then an element whose length runs far past the end of the data.
-    raw.write_bytes(
-        meta + b"\x08\x00\x16\x00UI\x20\x00" + b"1.2" + b"\x10\x00\x10\x00PN\xff\x7f" + b"A"
-    )
-    assert send_datasets(mercury.port, [str(raw)]) == [0xC000]
+    garbage = b"\x08\x00\x16\x00UI\x04\x001.2\x00" + b"\x10\x00\x10\x00PN\xff\x7fA"
+    assert raw_store(mercury.port, uid, garbage) == 0xC000
     events = wait_for(lambda: journal(mercury, "instance.rejected"), 10, "the rejection event")
     assert "0xC000" in events[-1].message
     assert events[-1].severity == "error"
@@ -234,8 +245,8 @@ def test_full_disk_refuses_with_a700_and_keeps_what_it_has(
     tiny_disk_mercury: MercuryProcess, tmp_path: Path
 ) -> None:
     files = make_ct_series(tmp_path / "ct", 40)  # ~21 MB into an 8 MiB disk
-    result = storescu(files, tiny_disk_mercury.port)
-    assert "0xa700" in (result.stdout + result.stderr).lower()
+    result = storescu(files, tiny_disk_mercury.port, extra=["-v"])
+    assert "outofresources" in (result.stdout + result.stderr).lower().replace(" ", "")
     stored = stored_uids(tiny_disk_mercury)
     assert 0 < len(stored) < 40
     events = wait_for(lambda: journal(tiny_disk_mercury, "instance.rejected"), 10, "refusals")
@@ -256,16 +267,30 @@ def test_uid_mismatch_between_command_and_dataset(mercury: MercuryProcess, tmp_p
     ds = good_dataset()
     body = io.BytesIO()
     ds.save_as(body, implicit_vr=False, little_endian=True)
-    other = generate_uid()
-    meta = build_file_meta(
-        sop_class_uid=SECONDARY_CAPTURE,
-        sop_instance_uid=other,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-        implementation_class_uid="1.2.3",
-        implementation_version_name="T",
-    )
-    raw = tmp_path / "mismatch.dcm"
-    raw.write_bytes(meta + body.getvalue())
-    assert send_datasets(mercury.port, [str(raw)]) == [0xC003]
+    assert raw_store(mercury.port, generate_uid(), body.getvalue()) == 0xC003
     assert ds.SOPInstanceUID not in stored_uids(mercury)
+    still_serves(mercury)
+
+
+def test_dataset_without_sop_instance_uid(mercury: MercuryProcess) -> None:
+    ds = good_dataset()
+    uid = ds.SOPInstanceUID
+    del ds.SOPInstanceUID
+    body = io.BytesIO()
+    ds.save_as(body, implicit_vr=False, little_endian=True)
+    assert raw_store(mercury.port, uid, body.getvalue()) == 0xC001
+    events = wait_for(lambda: journal(mercury, "instance.rejected"), 10, "the rejection event")
+    assert "SOPInstanceUID" in events[-1].details["reason"]
+    assert uid not in stored_uids(mercury)
+    still_serves(mercury)
+
+
+def test_invalid_sop_instance_uid_never_names_a_file(mercury: MercuryProcess) -> None:
+    ds = good_dataset()
+    ds.SOPInstanceUID = "../../etc/passwd"
+    body = io.BytesIO()
+    ds.save_as(body, implicit_vr=False, little_endian=True)
+    assert raw_store(mercury.port, "../../etc/passwd", body.getvalue()) == 0xC002
+    spool = mercury.config.parent / "spool"
+    assert not [p for p in spool.rglob("*") if "passwd" in p.name]
     still_serves(mercury)

@@ -14,7 +14,14 @@ from sqlalchemy import create_engine, select
 from mercury.dicom.file_meta import split_file
 from mercury.store.models import EventRow, InstanceRow, SeriesRow, StudyRow
 from tests.conftest import MercuryProcess
-from tests.helpers import make_ct_series, make_small_images, storescu, wait_for
+from tests.helpers import (
+    free_port,
+    make_ct_series,
+    make_small_images,
+    port_open,
+    storescu,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="session")
@@ -93,38 +100,71 @@ def test_echo(mercury: MercuryProcess) -> None:
 
 
 COMPRESSED = [
-    "JPEG2000.dcm",
-    "MR_small_RLE.dcm",
-    "JPEG-LL.dcm",
-    "SC_rgb_jpeg_dcmtk.dcm",
-    "JPGLosslessP14SV1_1s_1f_8b.dcm",
-    "MR_small_jp2klossless.dcm",
-    "emri_small_jpeg_2k_lossless.dcm",
+    "693_J2KI.dcm",  # JPEG 2000
+    "GDCMJ2K_TextGBR.dcm",  # JPEG 2000 lossless
+    "JPEG-lossy.dcm",  # JPEG extended
+    "SC_rgb_dcmtk_+eb+cr.dcm",  # JPEG baseline
+    "SC_rgb_jpeg_gdcm.dcm",  # JPEG lossless SV1
+    "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS lossless
+    "MR_small_RLE.dcm",  # RLE; the same SOP Instance UID as JPEG-lossy: the newest is kept
 ]
 
 
+def _dcmsend(port: int, path: Path) -> None:
+    result = subprocess.run(
+        ["dcmsend", "-aec", "MERCURY", "127.0.0.1", str(port), str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """DCMTK's own SCP in bit-preserving mode: dcmsend may re-encode a file (it drops
+    trailing padding), so what storescp +B writes, not the file, is what was sent."""
+    folder = tmp_path / "storescp"
+    folder.mkdir()
+    port = free_port()
+    scp = subprocess.Popen(
+        ["storescp", "+xa", "+B", "-od", str(folder), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: port_open(port), 10, "storescp to listen")
+        yield port, folder
+    finally:
+        scp.terminate()
+        scp.wait(10)
+
+
 def test_compressed_transfer_syntaxes_stored_unchanged(
-    mercury: MercuryProcess, tmp_path: Path
+    mercury: MercuryProcess, storescp: tuple[int, Path]
 ) -> None:
-    files = [Path(str(get_testdata_file(name))) for name in COMPRESSED]
-    for path in files:
-        result = subprocess.run(
-            ["dcmsend", "-aec", "MERCURY", "127.0.0.1", str(mercury.port), str(path)],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
-        assert result.returncode == 0, result.stderr + result.stdout
-    assert_stored_identically(mercury, files)
-    engine = _engine(mercury)
-    with engine.connect() as conn:
-        syntaxes = {r.transfer_syntax for r in conn.execute(select(InstanceRow))}
-    engine.dispose()
-    expected = {
-        str(pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID) for f in files
-    }
-    assert syntaxes == expected
+    scp_port, scp_folder = storescp
+    syntaxes = set()
+    for name in COMPRESSED:
+        path = Path(str(get_testdata_file(name)))
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        syntaxes.add(str(header.file_meta.TransferSyntaxUID))
+        _dcmsend(scp_port, path)
+        (written,) = scp_folder.iterdir()
+        sent = split_file(written.read_bytes())[1]
+        written.unlink()
+        _dcmsend(mercury.port, path)
+        engine = _engine(mercury)
+        with engine.connect() as conn:
+            row = conn.execute(
+                select(InstanceRow).where(InstanceRow.sop_instance_uid == header.SOPInstanceUID)
+            ).one()
+        engine.dispose()
+        stored = (mercury.config.parent / "spool" / row.path).read_bytes()
+        assert split_file(stored)[1] == sent, f"{name} is not stored as it was sent"
+        assert row.transfer_syntax == header.file_meta.TransferSyntaxUID
+    assert len(syntaxes) == 7
 
 
 @pytest.fixture
