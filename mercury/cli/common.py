@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from mercury.config.models import MercuryConfig
 
@@ -21,6 +22,12 @@ CONFIG_OPTION = typer.Option(
 )
 
 
+def print_error(message: str) -> None:
+    """An error line on stderr; the message is literal text (paths and DICOM values may hold
+    square brackets that must not be read as markup)."""
+    err_console.print(Text("error: ", style="bold red") + Text(message), highlight=False)
+
+
 def load_or_exit(path: Path) -> MercuryConfig:
     """Load and validate the configuration, or print every error and exit 2."""
     from mercury.config.load import ConfigError, load_config
@@ -34,5 +41,5 @@ def load_or_exit(path: Path) -> MercuryConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        err_console.print(f"[red]error:[/] {exc}", markup=False, highlight=False)
+        print_error(str(exc))
         raise typer.Exit(2) from exc

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from mercury.cli.common import CONFIG_OPTION, console, err_console, load_or_exit
+from mercury.cli.common import CONFIG_OPTION, console, load_or_exit, print_error
 
 
 def register(app: typer.Typer) -> None:
@@ -43,13 +43,11 @@ def serve(
     try:
         asyncio.run(run(cfg, only, on_ready=ready))
     except (ValueError, DatabaseError) as exc:
-        err_console.print(f"[red]error:[/] {exc}", markup=False, highlight=False)
+        print_error(str(exc))
         raise typer.Exit(2) from exc
     except OSError as exc:
-        err_console.print(
-            f"[red]error:[/] cannot start: {exc}. Is another program using port "
-            f"{cfg.receiver.port}? Change receiver.port in {config}.",
-            markup=False,
-            highlight=False,
+        print_error(
+            f"cannot start: {exc}. Is another program using port "
+            f"{cfg.receiver.port}? Change receiver.port in {config}."
         )
         raise typer.Exit(2) from exc
