@@ -19,12 +19,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine, Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from mercury.store.journal import event_row, record_many
-from mercury.store.models import AssociationRow, InstanceRow, SeriesRow, StudyRow
+from mercury.store.journal import event_row
+from mercury.store.models import AssociationRow, EventRow, InstanceRow, SeriesRow, StudyRow
 from mercury.store.spool import fsync_directories
 
 log = logging.getLogger("mercury.store")
@@ -73,7 +73,7 @@ class IndexWriter:
 
     def __init__(self, engine: Engine, *, max_batch: int = 500) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._dialect = engine.dialect.name
+        self._sql = _Statements(engine.dialect.name)
         self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
         self._max_batch = max_batch
         self._thread = threading.Thread(target=self._run, name="mercury-index-writer", daemon=True)
@@ -155,46 +155,31 @@ class IndexWriter:
                 results.extend(self._write_instances(session, run))
         return results
 
-    def _insert(self, table: Any) -> Any:
-        if self._dialect == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
-
     def _write_instances(
         self, session: Session, records: list[ReceivedInstance]
     ) -> list[InstanceOutcome]:
+        # Core statements built once (see _Statements): with a batch of one instance per
+        # transaction on a busy association, statement compilation would cost more than
+        # the commit itself.
+        sql = self._sql
+        conn = session.connection()
         existing = set(
-            session.scalars(
-                select(InstanceRow.sop_instance_uid).where(
-                    InstanceRow.sop_instance_uid.in_({r.sop_instance_uid for r in records})
-                )
-            )
+            conn.execute(
+                sql.existing_instances, {"uids": [r.sop_instance_uid for r in records]}
+            ).scalars()
         )
         new_rows: list[dict[str, Any]] = []
-        duplicates: list[ReceivedInstance] = []
+        duplicates: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
         outcomes: list[tuple[ReceivedInstance, bool]] = []
         for record in records:
             is_duplicate = record.sop_instance_uid in existing
             existing.add(record.sop_instance_uid)
             outcomes.append((record, is_duplicate))
-            if is_duplicate:
-                duplicates.append(record)
-            else:
+            if not is_duplicate:
                 new_rows.append(_instance_row(record))
-        if new_rows:
-            session.execute(insert(InstanceRow), new_rows)
-        events: list[dict[str, Any]] = []
-        for record in duplicates:
-            session.execute(
-                update(InstanceRow)
-                .where(InstanceRow.sop_instance_uid == record.sop_instance_uid)
-                .values(
-                    {
-                        **_instance_row(record),
-                        "duplicate_count": InstanceRow.duplicate_count + 1,
-                    }
-                )
-            )
+                continue
+            duplicates.append({"b_uid": record.sop_instance_uid, **_instance_row(record)})
             events.append(
                 event_row(
                     stage="receive",
@@ -211,10 +196,15 @@ class IndexWriter:
                     details={"size": record.size, "transfer_syntax": record.transfer_syntax},
                 )
             )
-        new_series = self._update_series(session, outcomes, events)
-        self._update_studies(session, outcomes, new_series)
-        self._update_associations(session, records)
-        record_many(session, events)
+        if new_rows:
+            conn.execute(sql.insert_instance, new_rows)
+        if duplicates:
+            conn.execute(sql.update_duplicate, duplicates)
+        new_series = self._update_series(conn, outcomes, events)
+        self._update_studies(conn, outcomes, new_series)
+        self._update_associations(conn, records)
+        if events:
+            conn.execute(sql.insert_event, events)
         return [
             InstanceOutcome(duplicate=dup, new_series=rec.series_uid in new_series)
             for rec, dup in outcomes
@@ -222,14 +212,17 @@ class IndexWriter:
 
     def _update_series(
         self,
-        session: Session,
+        conn: Connection,
         outcomes: list[tuple[ReceivedInstance, bool]],
         events: list[dict[str, Any]],
     ) -> set[str]:
+        sql = self._sql
         groups = _group(outcomes, lambda r: r.series_uid)
-        table = cast(Table, SeriesRow.__table__)
+        known = set(conn.execute(sql.existing_series, {"uids": list(groups)}).scalars())
         candidates = []
         for uid, members in groups.items():
+            if uid in known:
+                continue
             first = members[0][0]
             tags = first.tags
             candidates.append(
@@ -245,26 +238,15 @@ class IndexWriter:
                     "bytes": 0,
                     "first_received_at": first.received_at,
                     "last_received_at": first.received_at,
+                    "last_association_id": None,
                 }
             )
-        inserted = set(
-            session.execute(
-                self._insert(table)
-                .values(candidates)
-                .on_conflict_do_nothing(index_elements=["series_uid"])
-                .returning(table.c.series_uid)
-            ).scalars()
-        )
-        session.connection().execute(
-            update(table)
-            .where(table.c.series_uid == bindparam("b_uid"))
-            .values(
-                instance_count=table.c.instance_count + bindparam("b_new"),
-                duplicate_count=table.c.duplicate_count + bindparam("b_dup"),
-                bytes=table.c.bytes + bindparam("b_bytes"),
-                last_received_at=bindparam("b_last"),
-                last_association_id=bindparam("b_assoc"),
-            ),
+        if candidates:
+            # Another receiver sharing the database may have inserted it meanwhile.
+            conn.execute(sql.insert_series, candidates)
+        inserted: set[str] = {str(c["series_uid"]) for c in candidates}
+        conn.execute(
+            sql.update_series,
             [
                 {
                     "b_uid": uid,
@@ -277,8 +259,8 @@ class IndexWriter:
                 for uid, members in groups.items()
             ],
         )
-        for uid in inserted:
-            first = groups[uid][0][0]
+        for new_uid in inserted:
+            first = groups[new_uid][0][0]
             events.append(
                 event_row(
                     stage="receive",
@@ -289,7 +271,7 @@ class IndexWriter:
                         f"from {first.calling_ae}@{first.peer_host}"
                     ),
                     study_uid=first.study_uid,
-                    series_uid=uid,
+                    series_uid=new_uid,
                     association_id=first.association_id,
                 )
             )
@@ -297,14 +279,17 @@ class IndexWriter:
 
     def _update_studies(
         self,
-        session: Session,
+        conn: Connection,
         outcomes: list[tuple[ReceivedInstance, bool]],
         new_series: set[str],
     ) -> None:
+        sql = self._sql
         groups = _group(outcomes, lambda r: r.study_uid)
-        table = cast(Table, StudyRow.__table__)
+        known = set(conn.execute(sql.existing_studies, {"uids": list(groups)}).scalars())
         candidates = []
         for uid, members in groups.items():
+            if uid in known:
+                continue
             first = members[0][0]
             tags = first.tags
             candidates.append(
@@ -321,19 +306,10 @@ class IndexWriter:
                     "last_received_at": first.received_at,
                 }
             )
-        session.execute(
-            self._insert(table)
-            .values(candidates)
-            .on_conflict_do_nothing(index_elements=["study_uid"])
-        )
-        session.connection().execute(
-            update(table)
-            .where(table.c.study_uid == bindparam("b_uid"))
-            .values(
-                instance_count=table.c.instance_count + bindparam("b_new"),
-                series_count=table.c.series_count + bindparam("b_series"),
-                last_received_at=bindparam("b_last"),
-            ),
+        if candidates:
+            conn.execute(sql.insert_study, candidates)
+        conn.execute(
+            sql.update_study,
             [
                 {
                     "b_uid": uid,
@@ -345,22 +321,103 @@ class IndexWriter:
             ],
         )
 
-    def _update_associations(self, session: Session, records: list[ReceivedInstance]) -> None:
+    def _update_associations(self, conn: Connection, records: list[ReceivedInstance]) -> None:
         totals: dict[str, list[int]] = {}
         for record in records:
             entry = totals.setdefault(record.association_id, [0, 0])
             entry[0] += 1
             entry[1] += record.size
-        table = cast(Table, AssociationRow.__table__)
-        session.connection().execute(
-            update(table)
-            .where(table.c.id == bindparam("b_id"))
-            .values(
-                instances=table.c.instances + bindparam("b_n"),
-                bytes=table.c.bytes + bindparam("b_bytes"),
-            ),
+        conn.execute(
+            self._sql.update_association,
             [{"b_id": key, "b_n": n, "b_bytes": size} for key, (n, size) in totals.items()],
         )
+
+
+class _Statements:
+    """The instance path's statements, built once per dialect so SQLAlchemy's compiled
+    cache serves every batch."""
+
+    def __init__(self, dialect: str) -> None:
+        dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        instances = cast(Table, InstanceRow.__table__)
+        series = cast(Table, SeriesRow.__table__)
+        studies = cast(Table, StudyRow.__table__)
+        associations = cast(Table, AssociationRow.__table__)
+        self.existing_instances = select(instances.c.sop_instance_uid).where(
+            instances.c.sop_instance_uid.in_(bindparam("uids", expanding=True))
+        )
+        self.insert_instance = insert(instances)
+        self.update_duplicate = (
+            update(instances)
+            .where(instances.c.sop_instance_uid == bindparam("b_uid"))
+            .values(
+                {
+                    **{
+                        name: bindparam(name)
+                        for name in _INSTANCE_COLUMNS
+                        if name != "sop_instance_uid"
+                    },
+                    "duplicate_count": instances.c.duplicate_count + 1,
+                }
+            )
+        )
+        self.existing_series = select(series.c.series_uid).where(
+            series.c.series_uid.in_(bindparam("uids", expanding=True))
+        )
+        self.insert_series = dialect_insert(series).on_conflict_do_nothing(
+            index_elements=["series_uid"]
+        )
+        self.update_series = (
+            update(series)
+            .where(series.c.series_uid == bindparam("b_uid"))
+            .values(
+                instance_count=series.c.instance_count + bindparam("b_new"),
+                duplicate_count=series.c.duplicate_count + bindparam("b_dup"),
+                bytes=series.c.bytes + bindparam("b_bytes"),
+                last_received_at=bindparam("b_last"),
+                last_association_id=bindparam("b_assoc"),
+            )
+        )
+        self.existing_studies = select(studies.c.study_uid).where(
+            studies.c.study_uid.in_(bindparam("uids", expanding=True))
+        )
+        self.insert_study = dialect_insert(studies).on_conflict_do_nothing(
+            index_elements=["study_uid"]
+        )
+        self.update_study = (
+            update(studies)
+            .where(studies.c.study_uid == bindparam("b_uid"))
+            .values(
+                instance_count=studies.c.instance_count + bindparam("b_new"),
+                series_count=studies.c.series_count + bindparam("b_series"),
+                last_received_at=bindparam("b_last"),
+            )
+        )
+        self.update_association = (
+            update(associations)
+            .where(associations.c.id == bindparam("b_id"))
+            .values(
+                instances=associations.c.instances + bindparam("b_n"),
+                bytes=associations.c.bytes + bindparam("b_bytes"),
+            )
+        )
+        self.insert_event = insert(cast(Table, EventRow.__table__))
+
+
+_INSTANCE_COLUMNS = (
+    "sop_instance_uid",
+    "series_uid",
+    "study_uid",
+    "sop_class_uid",
+    "transfer_syntax",
+    "path",
+    "size",
+    "calling_ae",
+    "called_ae",
+    "peer_host",
+    "association_id",
+    "received_at",
+)
 
 
 def _instance_row(record: ReceivedInstance) -> dict[str, Any]:
