@@ -213,6 +213,8 @@ class StoreHandler:
             received_at=utcnow(),
             tags=tags,
             changed_dirs=spooled.dirs,
+            expected_count=header.number_of_series_related_instances
+            or header.images_in_acquisition,
         )
         try:
             await asyncio.wrap_future(self.writer.add_instance(instance))

@@ -49,6 +49,7 @@ class ReceivedInstance:
     received_at: datetime
     tags: dict[str, str]
     changed_dirs: tuple[Path, ...] = ()
+    expected_count: int | None = None  # from NumberOfSeriesRelatedInstances/ImagesInAcquisition
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,9 @@ class IndexWriter:
                     "first_received_at": first.received_at,
                     "last_received_at": first.received_at,
                     "last_association_id": None,
+                    "expected_count": first.expected_count,
+                    "route_round": 0,
+                    "state": "receiving",
                 }
             )
         if candidates:
@@ -304,6 +308,8 @@ class IndexWriter:
                     "instance_count": 0,
                     "first_received_at": first.received_at,
                     "last_received_at": first.received_at,
+                    "pending_rules": [],
+                    "state": "receiving",
                 }
             )
         if candidates:

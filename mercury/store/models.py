@@ -54,6 +54,11 @@ class StudyRow(Base):
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
     first_received_at: Mapped[datetime]
     last_received_at: Mapped[datetime] = mapped_column(index=True)
+    # Study-level routing: rules waiting for the study to complete, and its outcome.
+    pending_rules: Mapped[list[str]] = mapped_column(JSON, default=list)
+    completed_at: Mapped[datetime | None] = mapped_column(default=None)
+    completion_reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    state: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
 
 
 class SeriesRow(Base):
@@ -73,6 +78,12 @@ class SeriesRow(Base):
     first_received_at: Mapped[datetime]
     last_received_at: Mapped[datetime] = mapped_column(index=True)
     last_association_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    # Routing state (written by the router): completion and late arrivals.
+    expected_count: Mapped[int | None] = mapped_column(Integer, default=None)
+    completed_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    completion_reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    route_round: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
 
 
 class InstanceRow(Base):
@@ -112,3 +123,61 @@ class EventRow(Base):
     sop_instance_uid: Mapped[str | None] = mapped_column(UID, default=None)
     association_id: Mapped[str | None] = mapped_column(String(32), default=None)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class DecisionRow(Base):
+    """What routing decided for a series or study, and why (the rules that fired, the tags
+    each one read); written in the transaction that creates the jobs."""
+
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    decided_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    scope: Mapped[str] = mapped_column(String(8))
+    series_uid: Mapped[str | None] = mapped_column(UID, default=None, index=True)
+    study_uid: Mapped[str] = mapped_column(UID, index=True)
+    round: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str] = mapped_column(String(32))
+    triggered: Mapped[list[str]] = mapped_column(JSON, default=list)
+    discarded: Mapped[bool] = mapped_column(default=False)
+    jobs: Mapped[list[str]] = mapped_column(JSON, default=list)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class JobRow(Base):
+    """A unit of work for a later stage (dispatch, process, notify): the only interface
+    between stages. Claimed with a lease; an expired lease is taken over."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_claim", "kind", "state", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    rule: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(8))
+    series_uid: Mapped[str | None] = mapped_column(UID, default=None, index=True)
+    study_uid: Mapped[str] = mapped_column(UID, index=True)
+    target: Mapped[str | None] = mapped_column(String(64), default=None)
+    modules: Mapped[list[str]] = mapped_column(JSON, default=list)
+    targets: Mapped[list[str]] = mapped_column(JSON, default=list)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    priority: Mapped[str] = mapped_column(String(8), default="normal")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    decision_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class JobInstanceRow(Base):
+    """The stored instances a job works on: references, never copies."""
+
+    __tablename__ = "job_instances"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, primary_key=True)
