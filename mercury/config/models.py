@@ -26,7 +26,7 @@ from mercury.config.base import (
 from mercury.config.issues import raise_if_any
 from mercury.config.modules import Module
 from mercury.config.references import reference_issues
-from mercury.config.rules import Rule
+from mercury.config.rules import CompletionCondition, Rule
 from mercury.config.targets import Target
 
 __all__ = [
@@ -174,6 +174,12 @@ class TimingsConfig(Section):
         default=60,
         gt=0,
         description="Quiet period after the last image before a series is complete.",
+    )
+    series_complete_on: list[CompletionCondition] = Field(
+        default_factory=lambda: list[CompletionCondition](["quiet"]),
+        min_length=1,
+        description="Default completion conditions for rules that set none: quiet, "
+        "association_end, expected_count (any one suffices). mercure knows only quiet.",
     )
     study_complete_trigger: Seconds = Field(
         default=900,

@@ -23,6 +23,9 @@ def _name_list(value: Any) -> Any:
     return value
 
 
+CompletionCondition = Literal["quiet", "association_end", "expected_count"]
+
+
 class Rule(Section):
     """A rule: which series it selects, and what happens to them."""
 
@@ -44,6 +47,24 @@ class Rule(Section):
         description="first_instance: judge the series by its first image, as mercure does; "
         "every_instance: evaluate again for every image whose tag values differ, and fire if "
         "any of them matches (mercury only).",
+    )
+    order: int | None = Field(
+        default=None,
+        description="Explicit evaluation position (lower first); rules without one keep their "
+        "place in the file (mercury only).",
+    )
+    series_complete_on: list[CompletionCondition] | None = Field(
+        default=None,
+        description="When a series this rule selects is complete: any of quiet (the quiet "
+        "period), association_end (the sender released the association that delivered it), "
+        "expected_count (NumberOfSeriesRelatedInstances or ImagesInAcquisition reached). "
+        "Empty: timings.series_complete_on (mercury only).",
+    )
+    late_arrivals: Literal["new_job", "rerun", "ignore"] = Field(
+        default="new_job",
+        description="Images of a series that arrive after it was routed: new_job (a new job "
+        "with only the late images), rerun (the whole series again) or ignore (journaled). "
+        "Never merged into a job already running (mercury only).",
     )
     action: Literal["route", "both", "process", "discard", "notification"] = Field(
         default="route",

@@ -73,6 +73,7 @@ def test_default_mercure_json() -> None:
     assert config.receiver.accept_compressed is False
     assert config.timings.model_dump() == {
         "series_complete_trigger": 60,
+        "series_complete_on": ["quiet"],
         "study_complete_trigger": 900,
         "study_forcecomplete_trigger": 5400,
         "router_scan_interval": 1,
