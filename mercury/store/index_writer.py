@@ -364,6 +364,7 @@ class _Statements:
                         if name != "sop_instance_uid"
                     },
                     "duplicate_count": instances.c.duplicate_count + 1,
+                    "route_round": 0,
                 }
             )
         )

@@ -90,6 +90,7 @@ class InstanceRow(Base):
     """One stored SOP instance and where its bytes are."""
 
     __tablename__ = "instances"
+    __table_args__ = (Index("ix_instances_unrouted", "route_round", "series_uid"),)
 
     sop_instance_uid: Mapped[str] = mapped_column(UID, primary_key=True)
     series_uid: Mapped[str] = mapped_column(UID, index=True)
@@ -104,6 +105,9 @@ class InstanceRow(Base):
     association_id: Mapped[str] = mapped_column(String(32), index=True)
     received_at: Mapped[datetime]
     duplicate_count: Mapped[int] = mapped_column(Integer, default=0)
+    # 0 until routing has taken the instance into a decision; a late or re-sent instance
+    # is 0 again, which is how the router finds late arrivals without races.
+    route_round: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class EventRow(Base):

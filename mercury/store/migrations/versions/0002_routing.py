@@ -37,6 +37,9 @@ def upgrade() -> None:
             sa.Column("state", sa.String(length=16), nullable=False, server_default="receiving")
         )
         batch.create_index("ix_studies_state", ["state"])
+    with op.batch_alter_table("instances") as batch:
+        batch.add_column(sa.Column("route_round", sa.Integer(), nullable=False, server_default="0"))
+        batch.create_index("ix_instances_unrouted", ["route_round", "series_uid"])
     op.create_table(
         "decisions",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -103,6 +106,9 @@ def downgrade() -> None:
     op.drop_index("ix_decisions_series_uid", "decisions")
     op.drop_index("ix_decisions_decided_at", "decisions")
     op.drop_table("decisions")
+    with op.batch_alter_table("instances") as batch:
+        batch.drop_index("ix_instances_unrouted")
+        batch.drop_column("route_round")
     with op.batch_alter_table("studies") as batch:
         batch.drop_index("ix_studies_state")
         for column in ("state", "completion_reason", "completed_at", "pending_rules"):
