@@ -25,8 +25,9 @@ class Service(Protocol):
 def service_factories() -> dict[str, Callable[[Runtime], Service]]:
     """Every service mercury can run, in start order."""
     from mercury.receive.service import ReceiverService
+    from mercury.route.service import RouterService
 
-    return {"receiver": ReceiverService}
+    return {"receiver": ReceiverService, "router": RouterService}
 
 
 async def serve(

@@ -1,0 +1,81 @@
+"""From the rules that fired to the jobs they create (mercure's action semantics)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from mercury.config.rules import Rule
+from mercury.store.jobs import JobSpec
+
+_PRIORITY_RANK = {"urgent": 0, "normal": 1, "offpeak": 2}
+
+
+def plan_jobs(
+    rules: Sequence[tuple[str, Rule]],
+    *,
+    scope: Literal["series", "study"],
+    study_uid: str,
+    series_uid: str | None,
+    instances: Sequence[str],
+) -> list[JobSpec]:
+    """route: one dispatch job per distinct target, even when several rules name it (the
+    most urgent rule's priority wins); process and both: one processing job per rule (both
+    carries its targets for the results); notification: one notify job per rule."""
+    jobs: list[JobSpec] = []
+    targets: dict[str, tuple[str, str]] = {}  # target -> (first rule naming it, priority)
+    for name, rule in rules:
+        if rule.action == "route":
+            for target in rule.target:
+                seen = targets.get(target)
+                if seen is None:
+                    targets[target] = (name, rule.priority)
+                elif _PRIORITY_RANK[rule.priority] < _PRIORITY_RANK[seen[1]]:
+                    targets[target] = (seen[0], rule.priority)
+        elif rule.action in ("process", "both"):
+            jobs.append(
+                JobSpec(
+                    kind="process",
+                    rule=name,
+                    scope=scope,
+                    study_uid=study_uid,
+                    series_uid=series_uid,
+                    instances=instances,
+                    priority=rule.priority,
+                    modules=rule.processing_module,
+                    targets=rule.target if rule.action == "both" else (),
+                    settings={
+                        "steps": [
+                            rule.settings_for_step(i) for i in range(len(rule.processing_module))
+                        ],
+                        "retain_input_images": rule.processing_retain_images,
+                    },
+                )
+            )
+        elif rule.action == "notification":
+            jobs.append(
+                JobSpec(
+                    kind="notify",
+                    rule=name,
+                    scope=scope,
+                    study_uid=study_uid,
+                    series_uid=series_uid,
+                    instances=(),
+                    priority=rule.priority,
+                    details={"event": "completed"},
+                )
+            )
+    dispatch = [
+        JobSpec(
+            kind="dispatch",
+            rule=rule_name,
+            scope=scope,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            instances=instances,
+            priority=priority,  # type: ignore[arg-type]
+            target=target,
+        )
+        for target, (rule_name, priority) in targets.items()
+    ]
+    return dispatch + jobs

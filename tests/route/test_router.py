@@ -1,0 +1,382 @@
+"""The router against a real index (SQLite and PostgreSQL) with an injectable clock:
+completion modes, actions, late arrivals, study completion, restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.orm import Session
+
+from mercury.config.load import config_from_data
+from mercury.route.router import Router
+from mercury.route.ruleset import RuleSet
+from mercury.store.db import make_engine, upgrade
+from mercury.store.index_writer import IndexWriter, ReceivedInstance
+from mercury.store.models import AssociationRow, DecisionRow, EventRow, JobInstanceRow, JobRow
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+BASE: dict[str, Any] = {
+    "receiver": {"port": 11112},
+    "storage": {"spool": "/tmp/unused-spool", "database": "sqlite://"},
+    "timings": {
+        "series_complete_trigger": 60,
+        "study_complete_trigger": 900,
+        "study_forcecomplete_trigger": 5400,
+    },
+    "targets": {
+        "pacs": {"target_type": "dicom", "ip": "127.0.0.1", "port": "104", "aet_target": "PACS"},
+        "archive": {"target_type": "dummy"},
+    },
+    "modules": {"blur": {"docker_tag": "example/blur:1"}},
+}
+
+
+def ruleset(rules: dict[str, Any], **timings: Any) -> RuleSet:
+    data = {**BASE, "rules": rules, "timings": {**BASE["timings"], **timings}}
+    return RuleSet.from_config(config_from_data(data, source="test.yaml"))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+class Index:
+    """Writes instances the way the receiver does (through the index writer)."""
+
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.writer = IndexWriter(engine)
+        self.writer.start()
+        self.count = 0
+
+    def association(self, assoc_id: str, closed: str | None = None) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.execute(
+                insert(AssociationRow),
+                [
+                    {
+                        "id": assoc_id,
+                        "receiver_id": "test",
+                        "calling_ae": "SCU",
+                        "called_ae": "MERCURY",
+                        "peer_host": "127.0.0.1",
+                        "peer_port": 1,
+                        "started_at": self.clock(),
+                        "ended_at": self.clock() if closed else None,
+                        "close_reason": closed,
+                        "instances": 0,
+                        "bytes": 0,
+                        "failures": 0,
+                    }
+                ],
+            )
+
+    def close_association(self, assoc_id: str, how: str = "released") -> None:
+        with Session(self.engine) as session, session.begin():
+            row = session.get(AssociationRow, assoc_id)
+            assert row is not None
+            row.ended_at = self.clock()
+            row.close_reason = how
+
+    def add(
+        self,
+        series: str,
+        n: int = 1,
+        *,
+        study: str = "1.2.9",
+        assoc: str = "a1",
+        expected: int | None = None,
+        **tags: str,
+    ) -> list[str]:
+        uids = []
+        for _ in range(n):
+            self.count += 1
+            uid = f"{series}.{self.count}"
+            uids.append(uid)
+            self.writer.add_instance(
+                ReceivedInstance(
+                    sop_instance_uid=uid,
+                    series_uid=series,
+                    study_uid=study,
+                    sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                    transfer_syntax="1.2.840.10008.1.2.1",
+                    path=f"x/{uid}.dcm",
+                    size=10,
+                    calling_ae="SCU",
+                    called_ae="MERCURY",
+                    peer_host="127.0.0.1",
+                    association_id=assoc,
+                    received_at=self.clock(),
+                    tags={"Modality": "CT", "SeriesDescription": "Axial", **tags},
+                    expected_count=expected,
+                )
+            ).result(10)
+        return uids
+
+    def close(self) -> None:
+        self.writer.stop()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def index(engine: Engine, clock: Clock) -> Iterator[Index]:
+    index = Index(engine, clock)
+    index.association("a1")
+    yield index
+    index.close()
+
+
+def jobs(engine: Engine) -> list[JobRow]:
+    with Session(engine) as session:
+        return list(session.scalars(select(JobRow).order_by(JobRow.created_at, JobRow.id)))
+
+
+def job_uids(engine: Engine, job_id: str) -> set[str]:
+    with Session(engine) as session:
+        return set(
+            session.scalars(
+                select(JobInstanceRow.sop_instance_uid).where(JobInstanceRow.job_id == job_id)
+            )
+        )
+
+
+def events(engine: Engine, kind: str) -> list[EventRow]:
+    with Session(engine) as session:
+        return list(session.scalars(select(EventRow).where(EventRow.kind == kind)))
+
+
+ROUTE_CT = {"ct": {"rule": "tags.Modality == 'CT'", "action": "route", "target": "pacs"}}
+
+
+def test_quiet_period(engine: Engine, index: Index, clock: Clock) -> None:
+    router = Router(engine, ruleset(ROUTE_CT), clock=clock)
+    uids = index.add("1.2.3", 5)
+    clock.advance(59)
+    assert router.scan().series_routed == []
+    index.add("1.2.3", 1)  # a late image restarts the quiet period
+    clock.advance(59)
+    assert router.scan().series_routed == []
+    clock.advance(1)
+    report = router.scan()
+    assert report.series_routed == ["1.2.3"]
+    [job] = jobs(engine)
+    assert (job.kind, job.target, job.rule, job.state) == ("dispatch", "pacs", "ct", "queued")
+    assert len(job_uids(engine, job.id)) == 6
+    assert set(uids) <= job_uids(engine, job.id)
+    assert router.scan().series_routed == []  # routed once only
+    [completed] = events(engine, "series.completed")
+    assert completed.details["reason"] == "quiet"
+
+
+def test_association_end(engine: Engine, index: Index, clock: Clock) -> None:
+    rules = {**ROUTE_CT}
+    rules["ct"] = {**ROUTE_CT["ct"], "series_complete_on": ["association_end", "quiet"]}
+    router = Router(engine, ruleset(rules), clock=clock)
+    index.add("1.2.3", 3)
+    assert router.scan().series_routed == []
+    index.close_association("a1", "aborted")  # an abort is not the end of a series
+    assert router.scan().series_routed == []
+    index.association("a2")
+    index.add("1.2.3", 1, assoc="a2")
+    index.close_association("a2", "released")
+    assert router.scan().series_routed == ["1.2.3"]
+    assert len(job_uids(engine, jobs(engine)[0].id)) == 4
+
+
+def test_expected_count(engine: Engine, index: Index, clock: Clock) -> None:
+    rules = {"ct": {**ROUTE_CT["ct"], "series_complete_on": ["expected_count"]}}
+    router = Router(engine, ruleset(rules), clock=clock)
+    index.add("1.2.3", 2, expected=3)
+    clock.advance(3600)
+    assert router.scan().series_routed == []  # quiet is not a condition of this rule
+    index.add("1.2.3", 1, expected=3)
+    assert router.scan().series_routed == ["1.2.3"]
+
+
+def test_global_default_conditions(engine: Engine, index: Index, clock: Clock) -> None:
+    router = Router(engine, ruleset(ROUTE_CT, series_complete_on=["association_end"]), clock=clock)
+    index.add("1.2.3", 2)
+    clock.advance(3600)
+    assert router.scan().series_routed == []
+    index.close_association("a1")
+    assert router.scan().series_routed == ["1.2.3"]
+
+
+def test_one_dispatch_job_per_distinct_target(engine: Engine, index: Index, clock: Clock) -> None:
+    rules = {
+        "a": {"rule": "True", "action": "route", "target": ["pacs", "archive"]},
+        "b": {"rule": "True", "action": "route", "target": "pacs", "priority": "urgent"},
+        "c": {"rule": "True", "action": "process", "processing_module": "blur"},
+        "d": {"rule": "True", "action": "both", "processing_module": "blur", "target": "pacs"},
+        "n": {"rule": "True", "action": "notification"},
+    }
+    router = Router(engine, ruleset(rules), clock=clock)
+    index.add("1.2.3", 2)
+    clock.advance(60)
+    router.scan()
+    found = {(j.kind, j.target or j.rule, j.priority) for j in jobs(engine)}
+    assert found == {
+        ("dispatch", "pacs", "urgent"),
+        ("dispatch", "archive", "normal"),
+        ("process", "c", "normal"),
+        ("process", "d", "normal"),
+        ("notify", "n", "normal"),
+    }
+    both = next(j for j in jobs(engine) if j.rule == "d")
+    assert both.targets == ["pacs"]
+    assert both.modules == ["blur"]
+    with Session(engine) as session:
+        decision = session.scalars(select(DecisionRow)).one()
+    assert decision.triggered == ["a", "b", "c", "d", "n"]
+    assert sorted(decision.jobs) == sorted(j.id for j in jobs(engine))
+
+
+def test_discard_and_no_rule(engine: Engine, index: Index, clock: Clock) -> None:
+    rules = {
+        "first": {"rule": "True", "action": "route", "target": "pacs"},
+        "drop": {"rule": "tags.SeriesDescription == 'Scout'", "action": "discard"},
+    }
+    router = Router(engine, ruleset(rules), clock=clock)
+    index.add("1.2.3", 1, SeriesDescription="Scout")
+    index.add("1.2.4", 1, Modality="MR", study="1.2.8")
+    clock.advance(60)
+    router.scan()
+    assert {j.series_uid for j in jobs(engine)} == {"1.2.4"}
+    discarded = events(engine, "series.discarded")
+    assert [e.series_uid for e in discarded] == ["1.2.3"]
+    assert "drop" in discarded[0].message
+
+    nothing = Router(engine, ruleset({"x": {"rule": "False", "target": "pacs"}}), clock=clock)
+    index.add("1.2.5", 1, study="1.2.7")
+    clock.advance(60)
+    nothing.scan()
+    assert "no rule fired" in events(engine, "series.discarded")[-1].message
+
+
+@pytest.mark.parametrize("policy", ["new_job", "rerun", "ignore"])
+def test_late_arrivals(engine: Engine, index: Index, clock: Clock, policy: str) -> None:
+    rules = {"ct": {**ROUTE_CT["ct"], "late_arrivals": policy}}
+    router = Router(engine, ruleset(rules), clock=clock)
+    first = index.add("1.2.3", 3)
+    clock.advance(60)
+    router.scan()
+    late = index.add("1.2.3", 2)
+    clock.advance(30)
+    assert router.scan().series_routed == []  # the late batch has its own quiet period
+    clock.advance(30)
+    assert router.scan().series_routed == ["1.2.3"]
+    all_jobs = jobs(engine)
+    assert job_uids(engine, all_jobs[0].id) == set(first)  # the first job is never changed
+    if policy == "ignore":
+        assert len(all_jobs) == 1
+        [ignored] = events(engine, "series.late_ignored")
+        assert set(ignored.details["instances"]) == set(late)
+    else:
+        assert len(all_jobs) == 2
+        expected = set(late) if policy == "new_job" else set(first) | set(late)
+        assert job_uids(engine, all_jobs[1].id) == expected
+
+
+def test_restart_completes_by_own_timestamps(engine: Engine, index: Index, clock: Clock) -> None:
+    rules = ruleset(ROUTE_CT)
+    index.add("1.2.3", 1)
+    clock.advance(50)
+    index.add("1.2.4", 1, study="1.2.8")
+    # "Downtime": a new router (a restarted process) looks 20 s later.
+    clock.advance(20)
+    restarted = Router(engine, rules, clock=clock)
+    assert restarted.scan().series_routed == ["1.2.3"]  # 70 s quiet; the other only 20 s
+    clock.advance(40)
+    assert restarted.scan().series_routed == ["1.2.4"]
+
+
+STUDY_RULE = {
+    "rule": "True",
+    "action": "route",
+    "target": "pacs",
+    "action_trigger": "study",
+}
+
+
+def test_study_by_required_series(engine: Engine, index: Index, clock: Clock) -> None:
+    rules = {
+        "study": {
+            **STUDY_RULE,
+            "study_trigger_condition": "received_series",
+            "study_trigger_series": "'Axial T2' and ('Sag T1 GRE' or 'Sag T1 TSE')",
+        }
+    }
+    router = Router(engine, ruleset(rules), clock=clock)
+    index.add("1.2.3", 2, SeriesDescription="Axial T2 FS")
+    clock.advance(60)
+    router.scan()
+    assert jobs(engine) == []
+    index.add("1.2.4", 2, SeriesDescription="SAG T1 TSE")
+    clock.advance(60)
+    router.scan()  # the series completes and the study is now complete
+    router.scan()
+    [job] = jobs(engine)
+    assert (job.scope, job.series_uid, job.study_uid) == ("study", None, "1.2.9")
+    assert len(job_uids(engine, job.id)) == 4
+
+
+def test_study_by_quiet_period(engine: Engine, index: Index, clock: Clock) -> None:
+    router = Router(engine, ruleset({"study": STUDY_RULE}), clock=clock)
+    index.add("1.2.3", 2)
+    clock.advance(60)
+    router.scan()
+    clock.advance(800)
+    router.scan()
+    assert jobs(engine) == []
+    clock.advance(100)
+    router.scan()
+    assert len(jobs(engine)) == 1
+
+
+@pytest.mark.parametrize("action", ["discard", "proceed", "ignore"])
+def test_study_force_timeout(engine: Engine, index: Index, clock: Clock, action: str) -> None:
+    rules = {
+        "study": {
+            **STUDY_RULE,
+            "study_trigger_condition": "received_series",
+            "study_trigger_series": "'Never arrives'",
+            "study_force_completion_action": action,
+        }
+    }
+    router = Router(engine, ruleset(rules), clock=clock)
+    index.add("1.2.3", 2)
+    clock.advance(60)
+    router.scan()
+    clock.advance(5400)
+    router.scan()
+    [forced] = events(engine, "study.force_completed")
+    assert forced.details["action"] == action
+    assert len(jobs(engine)) == (1 if action == "proceed" else 0)
+    router.scan()
+    assert len(events(engine, "study.force_completed")) == 1  # decided once
