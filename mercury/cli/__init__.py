@@ -31,9 +31,17 @@ def _root(
 
 
 def _register() -> None:
-    from mercury.cli import config_cmd, import_cmd, init_cmd, send_cmd, serve_cmd, status_cmd
+    from mercury.cli import (
+        config_cmd,
+        import_cmd,
+        init_cmd,
+        rules_cmd,
+        send_cmd,
+        serve_cmd,
+        status_cmd,
+    )
 
-    for module in (init_cmd, serve_cmd, import_cmd, config_cmd, send_cmd, status_cmd):
+    for module in (init_cmd, serve_cmd, import_cmd, config_cmd, rules_cmd, send_cmd, status_cmd):
         module.register(app)
 
 

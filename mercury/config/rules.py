@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from mercury.config.base import Section
 from mercury.config.issues import Loc, raise_if_any
+from mercury.rules import RuleSyntaxError, compile_rule, compile_series_expression
 
 
 def _name_list(value: Any) -> Any:
@@ -180,9 +181,20 @@ class Rule(Section):
     @model_validator(mode="after")
     def _check_action_needs(self) -> Rule:
         """An enabled rule must be able to do what its action says."""
-        if self.disabled:
-            return self
         issues: list[tuple[Loc, str]] = []
+        # A syntax error is caught when the configuration loads, even in a disabled rule.
+        try:
+            compile_rule(self.rule)
+        except RuleSyntaxError as error:
+            issues.append((("rule",), f"syntax error in the rule expression at {error}"))
+        if self.action_trigger == "study" and self.study_trigger_series.strip():
+            try:
+                compile_series_expression(self.study_trigger_series)
+            except RuleSyntaxError as error:
+                issues.append((("study_trigger_series",), f"syntax error at {error}"))
+        if self.disabled:
+            raise_if_any(issues)
+            return self
         sends = self.action == "route" or (self.action == "both" and not self.dynamic_routing)
         if sends and not self.target:
             issues.append((("target",), f"action {self.action!r} needs at least one target"))

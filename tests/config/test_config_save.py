@@ -146,7 +146,13 @@ def test_any_config_survives_save_and_load(
                 },
                 "pacs": {"target_type": "dicom", "ip": "h", "port": port, "aet_target": "PACS"},
             },
-            "rules": {name: {"rule": expression, "target": [name, "pacs"], "comment": comment}},
+            "rules": {
+                name: {
+                    "rule": f"tags.SeriesDescription == {expression!r}",
+                    "target": [name, "pacs"],
+                    "comment": comment,
+                }
+            },
         }
     )
     text = dump_config(config)

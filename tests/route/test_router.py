@@ -380,3 +380,23 @@ def test_study_force_timeout(engine: Engine, index: Index, clock: Clock, action:
     assert len(jobs(engine)) == (1 if action == "proceed" else 0)
     router.scan()
     assert len(events(engine, "study.force_completed")) == 1  # decided once
+
+
+def test_a_rule_syntax_error_is_caught_at_load(tmp_path: Any) -> None:
+    from mercury.config.load import ConfigError, load_config
+
+    path = tmp_path / "mercury.yaml"
+    path.write_text(
+        "receiver: {port: 11112}\n"
+        "storage: {spool: s}\n"
+        "targets: {pacs: {target_type: dummy}}\n"
+        "rules:\n"
+        "  broken:\n"
+        '    rule: "tags.Modality == "\n'
+        "    target: pacs\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert "rules.broken.rule" in text
+    assert "line 1, column 17" in text

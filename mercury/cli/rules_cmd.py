@@ -1,0 +1,162 @@
+"""`mercury rules test`: which rules fire for a file, a folder or a tag set, and why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from mercury.cli.common import CONFIG_OPTION, console, load_or_exit, print_error
+
+rules_app = typer.Typer(help="Test routing rules against images or tags.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(rules_app, name="rules")
+
+
+def _tags_from_file(path: Path) -> dict[str, str]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    from mercury.dicom.file_meta import split_file
+    from mercury.dicom.tags import HeaderError, read_header
+
+    try:
+        meta = pydicom.dcmread(path, stop_before_pixels=True).file_meta
+        header = read_header(split_file(path.read_bytes())[1], str(meta.TransferSyntaxUID))
+    except (HeaderError, InvalidDicomError, ValueError, AttributeError, OSError) as exc:
+        raise typer.BadParameter(f"{path} is not a readable DICOM file: {exc}") from exc
+    return dict(header.tags)
+
+
+@rules_app.command("test")
+def run_rule_test(
+    config: Path = CONFIG_OPTION,
+    file: Path | None = typer.Option(None, "--file", help="A DICOM file (its series' tags)."),
+    directory: Path | None = typer.Option(
+        None, "--dir", help="A folder: the first file of each series is tested."
+    ),
+    tags: Path | None = typer.Option(
+        None, "--tags", help="A JSON object of tag names to string values (a .tags file)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Show which rules fire, the tags each read, and the jobs that would result."""
+    from mercury.route.planner import plan_jobs
+    from mercury.route.ruleset import RuleSet
+
+    cfg = load_or_exit(config)
+    sources = [s for s in (file, directory, tags) if s is not None]
+    if len(sources) != 1:
+        print_error("give exactly one of --file, --dir or --tags")
+        raise typer.Exit(2)
+    cases: list[tuple[str, dict[str, str]]] = []
+    if tags is not None:
+        try:
+            loaded = json.loads(tags.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            print_error(f"cannot read {tags}: {exc}")
+            raise typer.Exit(2) from exc
+        if not isinstance(loaded, dict):
+            print_error(f"{tags} must hold a JSON object of tag names to values")
+            raise typer.Exit(2)
+        cases.append((str(tags), {str(k): str(v) for k, v in loaded.items()}))
+    elif file is not None:
+        try:
+            cases.append((str(file), _tags_from_file(file)))
+        except typer.BadParameter as exc:
+            print_error(str(exc.message))
+            raise typer.Exit(2) from exc
+    else:
+        assert directory is not None
+        seen: set[str] = set()
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            try:
+                found = _tags_from_file(path)
+            except typer.BadParameter:
+                continue
+            series = found.get("SeriesInstanceUID", str(path))
+            if series not in seen:
+                seen.add(series)
+                cases.append((str(path), found))
+        if not cases:
+            print_error(f"no DICOM files found under {directory}")
+            raise typer.Exit(2)
+    ruleset = RuleSet.from_config(cfg)
+    results: list[dict[str, Any]] = []
+    for source, values in cases:
+        selection = ruleset.select(values)
+        fired = [
+            (name, ruleset.rule(name))
+            for name in selection.triggered
+            if ruleset.rule(name).action != "discard"
+        ]
+        jobs = (
+            []
+            if selection.discarded
+            else plan_jobs(
+                [(n, r) for n, r in fired if r.action_trigger == "series"],
+                scope="series",
+                study_uid=values.get("StudyInstanceUID", ""),
+                series_uid=values.get("SeriesInstanceUID"),
+                instances=(),
+            )
+        )
+        results.append(
+            {
+                "source": source,
+                "series_uid": values.get("SeriesInstanceUID"),
+                "triggered": list(selection.triggered),
+                "discarded": selection.discarded,
+                "discarded_by": selection.discarded_by,
+                "rules": {
+                    name: {
+                        "fired": name in selection.triggered,
+                        "tags_read": list(outcome.tags_read),
+                        "missing": list(outcome.missing),
+                        "error": outcome.error,
+                    }
+                    for name, outcome in selection.outcomes.items()
+                },
+                "study_rules": [n for n, r in fired if r.action_trigger == "study"],
+                "jobs": [
+                    {"kind": j.kind, "rule": j.rule, "target": j.target, "modules": list(j.modules)}
+                    for j in jobs
+                ],
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+        return
+    for result in results:
+        _print(result)
+
+
+def _print(result: dict[str, Any]) -> None:
+    console.print(Text(f"{result['source']}", style="bold"))
+    table = Table("Rule", "Fired", "Tags read", "Note")
+    for name, info in result["rules"].items():
+        note = info["error"] or (
+            f"missing: {', '.join(info['missing'])}" if info["missing"] else ""
+        )
+        table.add_row(
+            Text(name),
+            Text("yes" if info["fired"] else "no", style="green" if info["fired"] else ""),
+            Text(", ".join(info["tags_read"])),
+            Text(note),
+        )
+    console.print(table)
+    if result["discarded"]:
+        why = f"rule {result['discarded_by']}" if result["discarded_by"] else "no rule fired"
+        console.print(Text(f"Discarded ({why}).", style="yellow"))
+        return
+    for job in result["jobs"]:
+        where = job["target"] or ", ".join(job["modules"]) or ""
+        console.print(Text(f"  job: {job['kind']} {where} (rule {job['rule']})"))
+    for name in result["study_rules"]:
+        console.print(Text(f"  waits for the study to complete: rule {name}"))
