@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session
 from mercury.config.models import ReceiverConfig
 from mercury.dicom.file_meta import build_file_meta
 from mercury.dicom.net import (
+    MERCURY_IMPLEMENTATION_CLASS_UID,
+    MERCURY_IMPLEMENTATION_VERSION_NAME,
     Association,
     AssociationRequest,
     Rejection,
@@ -38,8 +40,9 @@ from mercury.store.spool import Spool, SpoolFullError
 
 log = logging.getLogger("mercury.receive")
 
-IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1514.1"
-IMPLEMENTATION_VERSION = "MERCURY_010"
+# One identity for mercury on the wire and in the file meta it writes.
+IMPLEMENTATION_CLASS_UID = MERCURY_IMPLEMENTATION_CLASS_UID
+IMPLEMENTATION_VERSION = MERCURY_IMPLEMENTATION_VERSION_NAME
 
 
 class RefusedError(Exception):
