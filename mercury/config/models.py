@@ -23,6 +23,7 @@ from mercury.config.base import (
     Seconds,
     Section,
 )
+from mercury.config.dispatch import DispatchConfig
 from mercury.config.issues import raise_if_any
 from mercury.config.modules import Module
 from mercury.config.references import reference_issues
@@ -32,6 +33,7 @@ from mercury.config.targets import Target
 __all__ = [
     "AE_TITLE_PATTERN",
     "AllowedCaller",
+    "DispatchConfig",
     "MercuryConfig",
     "Module",
     "NotificationsConfig",
@@ -281,6 +283,10 @@ class MercuryConfig(Section):
     )
     processing: ProcessingConfig = Field(
         default_factory=ProcessingConfig, description="How processing modules are run."
+    )
+    dispatch: DispatchConfig = Field(
+        default_factory=DispatchConfig,
+        description="How jobs are sent to targets: parallelism, retries, circuit breaker.",
     )
     notifications: NotificationsConfig = Field(
         default_factory=NotificationsConfig,

@@ -12,7 +12,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
-from mercury.config.base import AETitle, LocalPath, OptionalAETitle, Secret, Section
+from mercury.config.base import AETitle, LocalPath, OptionalAETitle, Seconds, Secret, Section
+from mercury.config.dispatch import RetryPolicy
 
 
 class TargetBase(Section):
@@ -25,6 +26,16 @@ class TargetBase(Section):
         default="push",
         description="push: we send to it; pull: we query it; both. Only push is used for dispatch.",
     )
+    max_parallel: int | None = Field(
+        default=None,
+        ge=1,
+        description="Jobs sent to this target at the same time; null uses "
+        "dispatch.max_parallel_per_target.",
+    )
+    retry: RetryPolicy | None = Field(
+        default=None,
+        description="This target's retry policy; fields left out use dispatch.retry.",
+    )
 
     @model_serializer(mode="wrap")
     def _common_keys_last(self, handler: SerializerFunctionWrapHandler) -> Any:
@@ -32,7 +43,7 @@ class TargetBase(Section):
         data = handler(self)
         if not isinstance(data, dict):
             return data
-        common = ("contact", "comment", "direction")
+        common = ("max_parallel", "retry", "contact", "comment", "direction")
         ordered = {key: value for key, value in data.items() if key not in common}
         ordered.update((key, data[key]) for key in common if key in data)
         return ordered
@@ -57,8 +68,47 @@ class _DicomNode(TargetBase):
         default=False, description="Present the calling AE title the images arrived with."
     )
     pass_receiver_aet: bool = Field(
-        default=False, description="Use the called AE title the images arrived with as ours."
+        default=False,
+        description="Present the called AE title the images arrived with as the called AE title.",
     )
+    transfer_syntax: str = Field(
+        default="as_received",
+        description="`as_received` sends each instance as stored; `uncompressed` decompresses "
+        "to Explicit VR Little Endian; a transfer syntax UID asks for that one. An instance "
+        "whose syntax the peer refuses is decompressed rather than failed.",
+    )
+    connect_timeout: Seconds = Field(
+        default=10, gt=0, description="Seconds to connect and negotiate the association."
+    )
+    dimse_timeout: Seconds = Field(
+        default=60, gt=0, description="Seconds to wait for each C-STORE response."
+    )
+    storage_commitment: bool = Field(
+        default=False,
+        description="Ask the peer to commit to keeping what it received (Storage Commitment "
+        "N-ACTION) and record its answer per instance.",
+    )
+    commitment_timeout: Seconds = Field(
+        default=60,
+        gt=0,
+        description="Seconds to wait for the storage commitment result (N-EVENT-REPORT).",
+    )
+
+    @field_validator("transfer_syntax")
+    @classmethod
+    def _check_syntax(cls, value: str) -> str:
+        if value in ("as_received", "uncompressed"):
+            return value
+        from mercury.dicom.syntax import dataset_encoding
+
+        try:
+            dataset_encoding(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not `as_received`, `uncompressed` or a transfer syntax UID "
+                "mercury knows"
+            ) from None
+        return value
 
 
 class DicomTarget(_DicomNode):
@@ -95,6 +145,17 @@ class DicomWebTarget(TargetBase):
     http_password: Secret | None = Field(
         default=None, description="Password for HTTP Basic authentication."
     )
+    max_request_mb: int = Field(
+        default=16,
+        ge=1,
+        description="Largest STOW-RS request body, in MiB; a job is sent in as many requests "
+        "as it needs.",
+    )
+    timeout: Seconds = Field(default=60, gt=0, description="Seconds to wait for each request.")
+    ca_bundle: LocalPath | None = Field(
+        default=None,
+        description="CA certificates (PEM) to verify an https server; null uses the system's.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -116,6 +177,16 @@ class SftpTarget(TargetBase):
     file_filter: str = Field(
         default="", description="Comma-separated glob patterns of files not to send."
     )
+    port: int = Field(default=22, ge=1, le=65535, description="SSH port.")
+    key_file: LocalPath | None = Field(
+        default=None, description="Private key file; null tries the SSH agent and ~/.ssh keys."
+    )
+    known_hosts: LocalPath | None = Field(
+        default=None,
+        description="known_hosts file holding the server's host key; null uses ~/.ssh/known_hosts. "
+        "An unknown host key is refused.",
+    )
+    timeout: Seconds = Field(default=30, gt=0, description="Seconds to connect and for each call.")
 
 
 class RsyncTarget(TargetBase):

@@ -1,0 +1,1 @@
+"""Dispatch: send what routing and processing decided to send, to every kind of target."""

@@ -1,0 +1,1 @@
+"""One module per target type, each exposing ``create(name, target, context) -> Sender``."""
