@@ -24,10 +24,15 @@ class Service(Protocol):
 
 def service_factories() -> dict[str, Callable[[Runtime], Service]]:
     """Every service mercury can run, in start order."""
+    from mercury.dispatch.service import DispatcherService
     from mercury.receive.service import ReceiverService
     from mercury.route.service import RouterService
 
-    return {"receiver": ReceiverService, "router": RouterService}
+    return {
+        "receiver": ReceiverService,
+        "router": RouterService,
+        "dispatcher": DispatcherService,
+    }
 
 
 async def serve(

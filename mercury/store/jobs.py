@@ -4,7 +4,7 @@ by a later stage with a lease; a lease that expires (its owner died) is taken ov
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any, Literal
@@ -105,15 +105,22 @@ class Claimer:
     _turn: int = 0
 
     def claim(
-        self, session: Session, *, now: datetime, offpeak_open: bool, limit: int = 1
+        self,
+        session: Session,
+        *,
+        now: datetime,
+        offpeak_open: bool,
+        limit: int = 1,
+        skip_targets: Collection[str] = (),
     ) -> list[JobRow]:
-        """Take up to ``limit`` runnable jobs (queued and due, or with an expired lease)."""
+        """Take up to ``limit`` runnable jobs (queued and due, or with an expired lease),
+        leaving alone jobs for ``skip_targets`` (held, down, or at their parallel limit)."""
         claimed: list[JobRow] = []
         while len(claimed) < limit:
             order = self._priority_order(offpeak_open)
             job = None
             for priority in order:
-                job = self._take_one(session, now, priority)
+                job = self._take_one(session, now, priority, skip_targets)
                 if job is not None:
                     break
             if job is None:
@@ -129,14 +136,19 @@ class Claimer:
             order.append("offpeak")
         return order
 
-    def _take_one(self, session: Session, now: datetime, priority: str) -> JobRow | None:
+    def _take_one(
+        self, session: Session, now: datetime, priority: str, skip_targets: Collection[str] = ()
+    ) -> JobRow | None:
         runnable = or_(
             and_(JobRow.state == "queued", JobRow.next_attempt_at <= now),
             and_(JobRow.state == "running", JobRow.lease_expires_at < now),
         )
+        conditions = [JobRow.kind == self.kind, JobRow.priority == priority, runnable]
+        if skip_targets:
+            conditions.append(or_(JobRow.target.is_(None), JobRow.target.not_in(skip_targets)))
         candidate = session.scalars(
             select(JobRow)
-            .where(JobRow.kind == self.kind, JobRow.priority == priority, runnable)
+            .where(*conditions)
             .order_by(JobRow.next_attempt_at, JobRow.created_at)
             .limit(1)
         ).first()
@@ -160,7 +172,7 @@ class Claimer:
             .execution_options(synchronize_session=False)
         )
         if taken.rowcount != 1:  # type: ignore[attr-defined]
-            return self._take_one(session, now, priority)
+            return self._take_one(session, now, priority, skip_targets)
         session.refresh(candidate)
         return candidate
 
@@ -226,3 +238,36 @@ def job_instances(session: Session, job_id: str) -> list[str]:
             .order_by(JobInstanceRow.sop_instance_uid)
         )
     )
+
+
+def requeue(session: Session, job_id: str, *, now: datetime, by: str) -> JobRow | None:
+    """Send a failed (or cancelled) job again from scratch: attempts reset, due now.
+    None when there is no such job; ValueError when it is still queued or running."""
+    job = session.get(JobRow, job_id)
+    if job is None:
+        return None
+    if job.state in ("queued", "running"):
+        raise ValueError(
+            f"job {job_id} is {job.state}; only failed, cancelled or finished jobs can be retried"
+        )
+    previous = job.state
+    job.state = "queued"
+    job.attempts = 0
+    job.next_attempt_at = now
+    job.lease_owner = None
+    job.lease_expires_at = None
+    job.updated_at = now
+    details = dict(job.details or {})
+    details["retried_by"] = by
+    details["retried_from"] = previous
+    job.details = details
+    return job
+
+
+def find_job(session: Session, prefix: str) -> JobRow | None:
+    """A job by its id or an unambiguous prefix of it (as the CLI shows short ids)."""
+    exact = session.get(JobRow, prefix)
+    if exact is not None or len(prefix) < 4:
+        return exact
+    matches = list(session.scalars(select(JobRow).where(JobRow.id.startswith(prefix)).limit(2)))
+    return matches[0] if len(matches) == 1 else None

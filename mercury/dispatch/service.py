@@ -1,0 +1,47 @@
+"""The dispatcher as a service of `mercury serve`: ticks on a timer in a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from mercury.dispatch.dispatcher import Dispatcher
+from mercury.runtime import Runtime
+
+log = logging.getLogger("mercury.dispatch")
+
+# Jobs routed at association end should start within a fraction of a second even with
+# mercure's dispatcher_scan_interval of 1 s.
+MAX_TICK_INTERVAL = 0.2
+
+
+class DispatcherService:
+    name = "dispatcher"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.dispatcher = Dispatcher(runtime.engine, runtime.config, runtime.spool)
+        self._task: asyncio.Task[None] | None = None
+
+    def describe(self) -> str:
+        return self.dispatcher.describe()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="mercury-dispatcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.to_thread(self.dispatcher.close)
+
+    async def _loop(self) -> None:
+        interval = min(self.runtime.config.timings.dispatcher_scan_interval, MAX_TICK_INTERVAL)
+        while True:
+            try:
+                await asyncio.to_thread(self.dispatcher.tick)
+            except Exception:
+                log.exception("dispatch tick failed; retrying")
+            await asyncio.sleep(interval)
