@@ -86,6 +86,21 @@ class SeriesRow(Base):
     state: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
 
 
+class SeriesVariantRow(Base):
+    """One distinct tag set seen among the images of a series (the values that are not
+    per-image identity or timing: see index_writer.variant_digest). Rules with
+    ``evaluate_on: every_instance`` are evaluated on each; the first image's set is one."""
+
+    __tablename__ = "series_variants"
+
+    series_uid: Mapped[str] = mapped_column(UID, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The first image that carried this tag set, and when it arrived.
+    sop_instance_uid: Mapped[str] = mapped_column(UID)
+    received_at: Mapped[datetime]
+
+
 class InstanceRow(Base):
     """One stored SOP instance and where its bytes are."""
 
@@ -185,3 +200,8 @@ class JobInstanceRow(Base):
 
     job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     sop_instance_uid: Mapped[str] = mapped_column(UID, primary_key=True)
+
+
+# Tables of later stages live in their own modules; importing them here registers them on
+# Base.metadata for Alembic and for every user of the index.
+from mercury.store import delivery_models as _delivery_models  # noqa: E402, F401
