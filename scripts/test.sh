@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(dcmtk orthanc orthanc-dicomweb postgresql python3-venv)
+APT_PACKAGES=(dcmtk orthanc orthanc-dicomweb postgresql python3-venv openssh-server)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -35,13 +35,25 @@ def _register() -> None:
         config_cmd,
         import_cmd,
         init_cmd,
+        jobs_cmd,
         rules_cmd,
         send_cmd,
         serve_cmd,
         status_cmd,
+        target_cmd,
     )
 
-    for module in (init_cmd, serve_cmd, import_cmd, config_cmd, rules_cmd, send_cmd, status_cmd):
+    for module in (
+        init_cmd,
+        serve_cmd,
+        import_cmd,
+        config_cmd,
+        rules_cmd,
+        send_cmd,
+        status_cmd,
+        target_cmd,
+        jobs_cmd,
+    ):
         module.register(app)
 
 
