@@ -29,6 +29,7 @@ from mercury.store.models import (
     DecisionRow,
     InstanceRow,
     SeriesRow,
+    SeriesVariantRow,
     StudyRow,
     utcnow,
 )
@@ -36,6 +37,52 @@ from mercury.store.models import (
 log = logging.getLogger("mercury.route")
 
 Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One distinct tag set of a series and the first image that carried it."""
+
+    digest: str
+    sop_instance_uid: str
+    tags: dict[str, str]
+
+
+def load_variants(session: Session, series_uid: str) -> list[Variant]:
+    """The series' distinct tag sets, in the order they arrived."""
+    rows = session.execute(
+        select(SeriesVariantRow.digest, SeriesVariantRow.sop_instance_uid, SeriesVariantRow.tags)
+        .where(SeriesVariantRow.series_uid == series_uid)
+        .order_by(SeriesVariantRow.received_at, SeriesVariantRow.digest)
+    )
+    return [Variant(digest, uid, dict(tags)) for digest, uid, tags in rows]
+
+
+def decision_details(
+    selection: Selection, variants: Sequence[Variant] = ()
+) -> dict[str, dict[str, Any]]:
+    """Per rule evaluated: whether it fired, the tags it read, what was missing, its error,
+    and for an every_instance rule that fired, the tag set (variant) that made it fire."""
+    rules: dict[str, dict[str, Any]] = {}
+    for name, outcome in selection.outcomes.items():
+        entry: dict[str, Any] = {
+            "fired": name in selection.triggered,
+            "tags_read": list(outcome.tags_read),
+            "missing": list(outcome.missing),
+            "error": outcome.error,
+        }
+        index = selection.matched_variants.get(name)
+        if index is not None and index < len(variants):
+            variant = variants[index]
+            entry["variant"] = {
+                "index": index + 1,
+                "of": len(variants),
+                "digest": variant.digest,
+                "sop_instance_uid": variant.sop_instance_uid,
+                "values": {tag: variant.tags.get(tag) for tag in outcome.tags_read},
+            }
+        rules[name] = entry
+    return rules
 
 
 @dataclass
@@ -52,7 +99,9 @@ class Router:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.rules = rules
         self.clock = clock
-        self._selections: dict[str, tuple[dict[str, str], Selection]] = {}
+        self._selections: dict[
+            str, tuple[dict[str, str], tuple[str, ...], Selection, list[Variant]]
+        ] = {}
 
     # -- series ----------------------------------------------------------------------------
 
@@ -75,12 +124,15 @@ class Router:
             )
             return list(session.scalars(unrouted))
 
-    def _selection(self, series_uid: str, tags: dict[str, str]) -> Selection:
+    def _selection(
+        self, series_uid: str, tags: dict[str, str], variants: list[Variant]
+    ) -> Selection:
+        digests = tuple(v.digest for v in variants)
         cached = self._selections.get(series_uid)
-        if cached is not None and cached[0] == tags:
-            return cached[1]
-        selection = self.rules.select(tags)
-        self._selections[series_uid] = (tags, selection)
+        if cached is not None and cached[0] == tags and cached[1] == digests:
+            return cached[2]
+        selection = self.rules.select(tags, [v.tags for v in variants])
+        self._selections[series_uid] = (tags, digests, selection, variants)
         return selection
 
     def _consider_series(self, series_uid: str, now: datetime, report: ScanReport) -> None:
@@ -96,7 +148,8 @@ class Router:
                     and association.ended_at is not None
                     and association.close_reason == "released"
                 )
-            selection = self._selection(series_uid, dict(row.tags))
+            variants = load_variants(session, series_uid) if self.rules.uses_variants else []
+            selection = self._selection(series_uid, dict(row.tags), variants)
             state = SeriesState(
                 last_received_at=row.last_received_at,
                 instance_count=row.instance_count,
@@ -120,7 +173,7 @@ class Router:
             row = session.get(SeriesRow, series_uid, with_for_update=True)
             if row is None or row.last_received_at != observed:
                 return  # more arrived meanwhile: look again next scan
-            self._route_series(session, row, selection, reason, now, report)
+            self._route_series(session, row, selection, variants, reason, now, report)
         self._selections.pop(series_uid, None)
 
     def _route_series(
@@ -128,6 +181,7 @@ class Router:
         session: Session,
         row: SeriesRow,
         selection: Selection,
+        variants: Sequence[Variant],
         reason: str,
         now: datetime,
         report: ScanReport,
@@ -198,20 +252,14 @@ class Router:
                 self._await_study(session, row.study_uid, study_rules, now)
 
         details: dict[str, Any] = {
-            "rules": {
-                name: {
-                    "fired": name in selection.triggered,
-                    "tags_read": list(outcome.tags_read),
-                    "missing": list(outcome.missing),
-                    "error": outcome.error,
-                }
-                for name, outcome in selection.outcomes.items()
-            },
+            "rules": decision_details(selection, variants),
             "instances": len(fresh),
             "late": late,
             "late_ignored_rules": ignored,
             "study_rules": study_rules,
         }
+        if variants:
+            details["variants"] = len(variants)
         decision = DecisionRow(
             decided_at=now,
             scope="series",

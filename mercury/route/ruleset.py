@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from mercury.config.models import MercuryConfig
 from mercury.config.rules import CompletionCondition, Rule
@@ -40,6 +41,7 @@ class RuleSet:
                 disabled=rule.disabled,
                 fallback=rule.fallback,
                 stop_after=rule.stop_after,
+                every_instance=rule.evaluate_on == "every_instance",
             )
             for _, (name, rule) in ordered
         )
@@ -53,8 +55,15 @@ class RuleSet:
     def rule(self, name: str) -> Rule:
         return self.config.rules[name]
 
-    def select(self, tags: Mapping[str, str]) -> Selection:
-        return select_rules(self.specs, tags)
+    @cached_property
+    def uses_variants(self) -> bool:
+        """Whether an enabled rule is evaluated on every distinct tag set of a series."""
+        return any(spec.every_instance and not spec.disabled for spec in self.specs)
+
+    def select(
+        self, tags: Mapping[str, str], variants: Sequence[Mapping[str, str]] = ()
+    ) -> Selection:
+        return select_rules(self.specs, tags, variants)
 
     def completion_conditions(self, selection: Selection) -> frozenset[CompletionCondition]:
         """Any condition of any selected series rule completes the series; with no rule

@@ -4,6 +4,9 @@ In order, disabled rules are skipped and every true rule fires. A true discard r
 evaluation and discards the series, dropping earlier matches; a true stop_after rule stops
 evaluation after itself, keeping earlier matches. Fallback rules are evaluated, in order,
 only when no other rule fired. When nothing fires the series is discarded.
+
+A rule is judged on the series' first image, or (``every_instance``) on each distinct tag
+set seen in the series: it is true when any of them makes it true.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class RuleSpec:
     disabled: bool = False
     fallback: bool = False
     stop_after: bool = False
+    every_instance: bool = False
 
 
 @dataclass(frozen=True)
@@ -35,17 +39,42 @@ class Selection:
     discarded_by: str | None
     outcomes: dict[str, RuleOutcome] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    # every_instance rules that were true: the index (in the variants given) of the first
+    # tag set that made them true.
+    matched_variants: dict[str, int] = field(default_factory=dict)
 
 
-def select_rules(rules: Sequence[RuleSpec], tags: Mapping[str, str]) -> Selection:
-    """Evaluate the rules in order and decide which fire."""
+def select_rules(
+    rules: Sequence[RuleSpec],
+    tags: Mapping[str, str],
+    variants: Sequence[Mapping[str, str]] = (),
+) -> Selection:
+    """Evaluate the rules in order and decide which fire. ``tags`` are the first image's;
+    ``variants`` every distinct tag set of the series, for every_instance rules (without
+    them, those rules are judged on ``tags`` too)."""
     outcomes: dict[str, RuleOutcome] = {}
     errors: dict[str, str] = {}
+    matched: dict[str, int] = {}
+
+    def evaluate(rule: RuleSpec) -> RuleOutcome:
+        if not rule.every_instance or not variants:
+            return rule.expression.evaluate(tags)
+        first: RuleOutcome | None = None
+        failed: RuleOutcome | None = None
+        for index, variant in enumerate(variants):
+            outcome = rule.expression.evaluate(variant)
+            if outcome.value:
+                matched[rule.name] = index
+                return outcome
+            first = first or outcome
+            failed = failed or (outcome if outcome.error is not None else None)
+        assert first is not None
+        return failed or first
 
     def run(candidates: list[RuleSpec]) -> tuple[list[str], str | None]:
         fired: list[str] = []
         for rule in candidates:
-            outcome = rule.expression.evaluate(tags)
+            outcome = evaluate(rule)
             outcomes[rule.name] = outcome
             if outcome.error is not None:
                 errors[rule.name] = outcome.error
@@ -68,4 +97,5 @@ def select_rules(rules: Sequence[RuleSpec], tags: Mapping[str, str]) -> Selectio
         discarded_by=discarded_by,
         outcomes=outcomes,
         errors=errors,
+        matched_variants={name: index for name, index in matched.items() if name in fired},
     )

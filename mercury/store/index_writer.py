@@ -9,10 +9,12 @@ before the transaction holding its row has committed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,11 +26,40 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from mercury.store.journal import event_row
-from mercury.store.models import AssociationRow, EventRow, InstanceRow, SeriesRow, StudyRow
+from mercury.store.models import (
+    AssociationRow,
+    EventRow,
+    InstanceRow,
+    SeriesRow,
+    SeriesVariantRow,
+    StudyRow,
+)
 from mercury.store.spool import fsync_directories
 
 log = logging.getLogger("mercury.store")
 T = TypeVar("T")
+
+# Tags that identify or time the single image: they differ from image to image in almost
+# every series, so they do not make a new variant (a rule reading them sees the values of
+# the first image that carried the variant).
+PER_IMAGE_TAGS = frozenset(
+    {"SOPInstanceUID", "InstanceNumber", "AcquisitionNumber", "AcquisitionDate", "AcquisitionTime"}
+)
+# Variants recorded per series at most (a configured additional tag that differs on every
+# image, such as SliceLocation, must not double the index writes of a long series).
+MAX_VARIANTS_PER_SERIES = 256
+# Series whose known variants the writer remembers (the most recently received).
+VARIANT_CACHE_SERIES = 4096
+
+
+def variant_digest(tags: Mapping[str, str]) -> str:
+    """A stable digest of an image's tag set without :data:`PER_IMAGE_TAGS`: names, value
+    lengths and values, so no two different sets share the text that is hashed (~10 us)."""
+    names = sorted(tags.keys() - PER_IMAGE_TAGS)
+    values = [tags[name] for name in names]
+    text = "\x00".join(names) + "\x02" + ",".join(map(str, map(len, values))) + "\x02"
+    text += "".join(values)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -77,6 +108,7 @@ class IndexWriter:
         self._sql = _Statements(engine.dialect.name)
         self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
         self._max_batch = max_batch
+        self._variants = _VariantCache()
         self._thread = threading.Thread(target=self._run, name="mercury-index-writer", daemon=True)
         self._started = False
 
@@ -141,19 +173,24 @@ class IndexWriter:
 
     def _transaction(self, batch: list[_Item]) -> list[Any]:
         results: list[Any] = []
-        with self._sessions() as session, session.begin():
-            run: list[ReceivedInstance] = []
-            for item in batch:
-                if item.instance is not None:
-                    run.append(item.instance)
-                    continue
+        try:
+            with self._sessions() as session, session.begin():
+                run: list[ReceivedInstance] = []
+                for item in batch:
+                    if item.instance is not None:
+                        run.append(item.instance)
+                        continue
+                    if run:
+                        results.extend(self._write_instances(session, run))
+                        run = []
+                    assert item.work is not None
+                    results.append(item.work(session))
                 if run:
                     results.extend(self._write_instances(session, run))
-                    run = []
-                assert item.work is not None
-                results.append(item.work(session))
-            if run:
-                results.extend(self._write_instances(session, run))
+        except BaseException:
+            self._variants.rollback()
+            raise
+        self._variants.commit()
         return results
 
     def _write_instances(
@@ -201,6 +238,9 @@ class IndexWriter:
             conn.execute(sql.insert_instance, new_rows)
         if duplicates:
             conn.execute(sql.update_duplicate, duplicates)
+        variants = self._variants.new_variants(records, events)
+        if variants:
+            conn.execute(sql.insert_variant, variants)
         new_series = self._update_series(conn, outcomes, events)
         self._update_studies(conn, outcomes, new_series)
         self._update_associations(conn, records)
@@ -409,6 +449,79 @@ class _Statements:
             )
         )
         self.insert_event = insert(cast(Table, EventRow.__table__))
+        self.insert_variant = dialect_insert(
+            cast(Table, SeriesVariantRow.__table__)
+        ).on_conflict_do_nothing(index_elements=["series_uid", "digest"])
+
+
+class _VariantCache:
+    """The variants (digests) known per series, for the most recently received series, so
+    that an image like the one before costs a digest and a set lookup, not a query. Filled
+    only once the transaction that wrote the variants has committed; a series it does not
+    know (evicted, or after a restart) costs one conflict-ignoring insert per variant."""
+
+    def __init__(self, max_series: int = VARIANT_CACHE_SERIES) -> None:
+        self._known: OrderedDict[str, set[str]] = OrderedDict()
+        self._max_series = max_series
+        self._pending: list[tuple[str, str]] = []
+
+    def new_variants(
+        self, records: list[ReceivedInstance], events: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Rows for the variants of ``records`` not known yet (journal rows for a series
+        reaching the limit are appended to ``events``)."""
+        rows: list[dict[str, Any]] = []
+        known = self._known
+        for record in records:
+            series_uid = record.series_uid
+            digests = known.get(series_uid)
+            if digests is None:
+                digests = known[series_uid] = set()
+                if len(known) > self._max_series:
+                    known.popitem(last=False)
+            else:
+                known.move_to_end(series_uid)
+            digest = variant_digest(record.tags)
+            if digest in digests or len(digests) >= MAX_VARIANTS_PER_SERIES:
+                continue
+            digests.add(digest)
+            self._pending.append((series_uid, digest))
+            rows.append(
+                {
+                    "series_uid": series_uid,
+                    "digest": digest,
+                    "tags": record.tags,
+                    "sop_instance_uid": record.sop_instance_uid,
+                    "received_at": record.received_at,
+                }
+            )
+            if len(digests) == MAX_VARIANTS_PER_SERIES:
+                events.append(
+                    event_row(
+                        stage="receive",
+                        kind="series.variants_limited",
+                        severity="warning",
+                        message=(
+                            f"series {series_uid} has {MAX_VARIANTS_PER_SERIES} different tag "
+                            "sets; further ones are not recorded for every_instance rules"
+                        ),
+                        study_uid=record.study_uid,
+                        series_uid=series_uid,
+                        sop_instance_uid=record.sop_instance_uid,
+                    )
+                )
+        return rows
+
+    def commit(self) -> None:
+        self._pending.clear()
+
+    def rollback(self) -> None:
+        """Forget the variants of a transaction that did not commit."""
+        for series_uid, digest in self._pending:
+            digests = self._known.get(series_uid)
+            if digests is not None:
+                digests.discard(digest)
+        self._pending.clear()
 
 
 _INSTANCE_COLUMNS = (
