@@ -54,7 +54,7 @@ def _warnings(config: MercuryConfig) -> list[str]:
         if target.target_type in UNSUPPORTED_TARGET_TYPES:
             notes.append(
                 f"targets.{name}: {target.target_type} targets are not yet supported by "
-                "mercury's dispatcher; sends to it will fail"
+                "mercury's dispatcher; its jobs wait until it is"
             )
     if not any(not rule.disabled for rule in config.rules.values()):
         notes.append("rules: no enabled rule, so every received series is discarded")

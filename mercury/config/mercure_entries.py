@@ -87,7 +87,7 @@ def map_target(name: str, raw: Any, findings: Findings) -> dict[str, Any] | None
         findings.drop(
             ("targets", name),
             target_type,
-            "kept, but not yet supported by mercury's dispatcher: sends to it will fail",
+            "kept, but not yet supported by mercury's dispatcher: its jobs wait, journaled",
         )
     return result
 
