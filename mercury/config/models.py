@@ -243,6 +243,30 @@ class ProcessingConfig(Section):
         validate_default=True,
         description="Folder holding the persistent folders of modules with `requires_persistence`.",
     )
+    workers: int = Field(
+        default=2, ge=1, description="Module runs at the same time, in all (mercury only)."
+    )
+    gpus: list[str] = Field(
+        default_factory=list,
+        description='GPU indices this box may give to modules, such as ["0", "1"]; a module '
+        "with `gpus: 1` waits for a free one and sees only it (mercury only).",
+    )
+    work_folder: LocalPath | None = Field(
+        default=None,
+        description="Where run folders (input, output, logs) are made; null: `runs` inside the "
+        "spool, on the same disk so inputs are hard links, not copies.",
+    )
+    docker_url: str | None = Field(
+        default=None,
+        description="Docker Engine API address, such as unix:///run/docker.sock or a Podman "
+        "socket; null uses DOCKER_HOST or the default.",
+    )
+    lease: Seconds = Field(
+        default=60,
+        ge=1,
+        description="A processing job's lease, renewed while the module runs; a crashed "
+        "processor's jobs are taken over this long after it died.",
+    )
 
 
 class NotificationsConfig(Section):

@@ -121,6 +121,18 @@ class Module(Section):
         description="Seconds a run may take before it is stopped and fails; null for no limit "
         "(mercury only; mercure has none).",
     )
+    gpus: int = Field(
+        default=0,
+        ge=0,
+        description="GPUs a run needs: it waits for that many free indices of processing.gpus "
+        "and sees only those devices (mercury only).",
+    )
+    max_parallel: int | None = Field(
+        default=None,
+        ge=1,
+        description="Runs of this module at the same time; null: only the global limit "
+        "(mercury only).",
+    )
     contact: str = Field(default="", description="Who maintains this module.")
     comment: str = Field(default="", description="Free text for administrators.")
 

@@ -1,0 +1,1 @@
+"""Processing: run mercure-compatible modules on routed series and studies."""

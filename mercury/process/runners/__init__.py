@@ -1,0 +1,1 @@
+"""One module per runner (local, docker; a cluster runner fits the same interface)."""
