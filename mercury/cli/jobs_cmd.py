@@ -217,3 +217,92 @@ def retry_job(
         )
         full_id = job.id
     console.print(Text(f"Job {full_id} queued again; the dispatcher picks it up within seconds."))
+
+
+@jobs_app.command("cancel")
+def cancel_job(
+    job_id: str = typer.Argument(..., help="Job id, or its first 8 characters."),
+    config: Path = CONFIG_OPTION,
+) -> None:
+    """Cancel a job: a queued one at once; a running one is stopped by its worker (the
+    module is killed, or the send stops at the next instance) and recorded as cancelled."""
+    from sqlalchemy.orm import Session
+
+    from mercury.cli.index_access import open_index, operator_name
+    from mercury.store.jobs import find_job, request_cancel
+    from mercury.store.journal import record
+    from mercury.store.models import utcnow
+
+    cfg = load_or_exit(config)
+    with open_index(cfg) as engine, Session(engine) as session, session.begin():
+        job = find_job(session, job_id)
+        if job is None:
+            print_error(f"no job {job_id!r} (or the prefix is ambiguous); see `mercury jobs list`")
+            raise typer.Exit(2)
+        try:
+            state = request_cancel(session, job.id, now=utcnow(), by=operator_name())
+        except ValueError as exc:
+            print_error(str(exc))
+            raise typer.Exit(1) from exc
+        record(
+            session,
+            stage=job.kind,
+            kind="job.cancel_requested",
+            severity="warning",
+            message=f"Cancellation of job {job.id[:8]} requested by {operator_name()}",
+            study_uid=job.study_uid,
+            series_uid=job.series_uid,
+            details={"job": job.id, "by": operator_name()},
+        )
+        full_id = job.id
+    if state == "cancelled":
+        console.print(Text(f"Job {full_id} cancelled."))
+    else:
+        console.print(Text(f"Job {full_id} is running; its worker stops it within seconds."))
+
+
+@jobs_app.command("logs")
+def job_logs(
+    job_id: str = typer.Argument(..., help="Job id, or its first 8 characters."),
+    config: Path = CONFIG_OPTION,
+    attempt: int | None = typer.Option(
+        None, "--attempt", min=1, help="Which attempt (default: the latest)."
+    ),
+) -> None:
+    """Print the logs of a processing job's module runs (each chain step), with their
+    outcome."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from mercury.cli.index_access import open_index
+    from mercury.store.jobs import find_job
+    from mercury.store.process_models import ModuleRunRow
+
+    cfg = load_or_exit(config)
+    with open_index(cfg) as engine, Session(engine) as session:
+        job = find_job(session, job_id)
+        if job is None:
+            print_error(f"no job {job_id!r} (or the prefix is ambiguous); see `mercury jobs list`")
+            raise typer.Exit(2)
+        runs = list(
+            session.scalars(
+                select(ModuleRunRow)
+                .where(ModuleRunRow.job_id == job.id)
+                .order_by(ModuleRunRow.attempt, ModuleRunRow.step)
+            )
+        )
+    if not runs:
+        console.print(Text(f"Job {job.id} has no module runs (it is a {job.kind} job)."))
+        return
+    chosen = attempt or max(run.attempt for run in runs)
+    for run in (r for r in runs if r.attempt == chosen):
+        header = (
+            f"== step {run.step + 1}: {run.module} ({run.runner}), attempt {run.attempt}: "
+            f"{run.status}" + (f", {run.message}" if run.message else "")
+        )
+        console.print(Text(header, style="bold"))
+        path = Path(run.log_path)
+        if path.exists():
+            typer.echo(path.read_text(encoding="utf-8", errors="replace"), nl=False)
+        else:
+            console.print(Text(f"(log file {path} is gone: removed by retention)"))

@@ -46,7 +46,14 @@ from mercury.dispatch.records import (
 from mercury.dispatch.registry import UnsupportedTarget, create_sender
 from mercury.dispatch.retry import resolve
 from mercury.store import target_state
-from mercury.store.jobs import Claimer, finish_job, in_window, renew_lease, retry_later
+from mercury.store.jobs import (
+    Claimer,
+    cancel_requests,
+    finish_job,
+    in_window,
+    renew_lease,
+    retry_later,
+)
 from mercury.store.journal import record
 from mercury.store.models import JobRow, utcnow
 from mercury.store.spool import Spool
@@ -69,6 +76,7 @@ class _Running:
     series_uid: str | None
     rule: str
     cancel: threading.Event = field(default_factory=threading.Event)
+    cancel_requested: bool = False
     future: Future[None] | None = None
 
 
@@ -142,8 +150,22 @@ class Dispatcher:
             return 0
         now = self.clock()
         self._renew_leases(now)
+        self._watch_cancellations()
         self._start_probes(now)
         return self._claim(now)
+
+    def _watch_cancellations(self) -> None:
+        with self._lock:
+            if not self._running:
+                return
+        with self.sessions() as session:
+            wanted = cancel_requests(session, self.owner, "dispatch")
+        with self._lock:
+            for job_id in wanted:
+                job = self._running.get(job_id)
+                if job is not None:
+                    job.cancel_requested = True
+                    job.cancel.set()
 
     def busy(self) -> bool:
         with self._lock:
@@ -194,6 +216,9 @@ class Dispatcher:
                 if not claimed:
                     break
                 job = self._running_job(claimed[0])
+                if claimed[0].cancel_requested:  # asked while its previous owner was dead
+                    self._cancelled(session, job, now)
+                    continue
                 record(
                     session,
                     stage="dispatch",
@@ -297,10 +322,27 @@ class Dispatcher:
                 break
             attempts.append(self._send_to(job, target, instances, missing, origin))
         if job.cancel.is_set():
-            if self._stopping.is_set():
+            if job.cancel_requested:
+                with self.sessions.begin() as session:
+                    self._cancelled(session, job, self.clock())
+            elif self._stopping.is_set():
                 self._give_back(job, None)
             return
         self._finish(job, attempts)
+
+    def _cancelled(self, session: Session, job: _Running, now: datetime) -> None:
+        if finish_job(session, job.id, self.owner, now=now, state="cancelled", error="cancelled"):
+            record(
+                session,
+                stage="dispatch",
+                kind="job.cancelled",
+                severity="warning",
+                message=f"Dispatch job {job.id[:8]} cancelled by "
+                f"{job.details.get('cancelled_by', 'an operator')}",
+                study_uid=job.study_uid,
+                series_uid=job.series_uid,
+                details={"job": job.id},
+            )
 
     def _send_to(
         self,

@@ -4,7 +4,7 @@ by a later stage with a lease; a lease that expires (its owner died) is taken ov
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any, Literal
@@ -112,15 +112,17 @@ class Claimer:
         offpeak_open: bool,
         limit: int = 1,
         skip_targets: Collection[str] = (),
+        admit: Callable[[JobRow], bool] | None = None,
     ) -> list[JobRow]:
         """Take up to ``limit`` runnable jobs (queued and due, or with an expired lease),
-        leaving alone jobs for ``skip_targets`` (held, down, or at their parallel limit)."""
+        leaving alone jobs for ``skip_targets`` (held, down, or at their parallel limit) and
+        jobs ``admit`` refuses (a module at its limit, no free GPU)."""
         claimed: list[JobRow] = []
         while len(claimed) < limit:
             order = self._priority_order(offpeak_open)
             job = None
             for priority in order:
-                job = self._take_one(session, now, priority, skip_targets)
+                job = self._take_one(session, now, priority, skip_targets, admit)
                 if job is not None:
                     break
             if job is None:
@@ -137,7 +139,12 @@ class Claimer:
         return order
 
     def _take_one(
-        self, session: Session, now: datetime, priority: str, skip_targets: Collection[str] = ()
+        self,
+        session: Session,
+        now: datetime,
+        priority: str,
+        skip_targets: Collection[str] = (),
+        admit: Callable[[JobRow], bool] | None = None,
     ) -> JobRow | None:
         runnable = or_(
             and_(JobRow.state == "queued", JobRow.next_attempt_at <= now),
@@ -146,12 +153,13 @@ class Claimer:
         conditions = [JobRow.kind == self.kind, JobRow.priority == priority, runnable]
         if skip_targets:
             conditions.append(or_(JobRow.target.is_(None), JobRow.target.not_in(skip_targets)))
-        candidate = session.scalars(
+        candidates = session.scalars(
             select(JobRow)
             .where(*conditions)
             .order_by(JobRow.next_attempt_at, JobRow.created_at)
-            .limit(1)
-        ).first()
+            .limit(1 if admit is None else 50)
+        ).all()
+        candidate = next((job for job in candidates if admit is None or admit(job)), None)
         if candidate is None:
             return None
         # Compare-and-set on the row as read: another claimer that got there first wins.
@@ -172,7 +180,7 @@ class Claimer:
             .execution_options(synchronize_session=False)
         )
         if taken.rowcount != 1:  # type: ignore[attr-defined]
-            return self._take_one(session, now, priority, skip_targets)
+            return self._take_one(session, now, priority, skip_targets, admit)
         session.refresh(candidate)
         return candidate
 
@@ -252,6 +260,7 @@ def requeue(session: Session, job_id: str, *, now: datetime, by: str) -> JobRow 
         )
     previous = job.state
     job.state = "queued"
+    job.cancel_requested = False
     job.attempts = 0
     job.next_attempt_at = now
     job.lease_owner = None
@@ -271,3 +280,37 @@ def find_job(session: Session, prefix: str) -> JobRow | None:
         return exact
     matches = list(session.scalars(select(JobRow).where(JobRow.id.startswith(prefix)).limit(2)))
     return matches[0] if len(matches) == 1 else None
+
+
+def request_cancel(session: Session, job_id: str, *, now: datetime, by: str) -> str:
+    """Cancel a job: a queued one at once, a running one by asking its worker (which stops
+    the send or the module and records it). Returns the state the job is now in."""
+    job = session.get(JobRow, job_id)
+    if job is None:
+        raise LookupError(job_id)
+    if job.state in ("succeeded", "failed", "cancelled"):
+        raise ValueError(f"job {job_id} has already {job.state}; nothing to cancel")
+    details = dict(job.details or {})
+    details["cancelled_by"] = by
+    job.details = details
+    job.updated_at = now
+    if job.state == "queued":
+        job.state = "cancelled"
+        job.last_error = f"cancelled by {by}"
+        return "cancelled"
+    job.cancel_requested = True
+    return "cancelling"
+
+
+def cancel_requests(session: Session, owner: str, kind: JobKind) -> list[str]:
+    """Running jobs of this owner that someone asked to cancel."""
+    return list(
+        session.scalars(
+            select(JobRow.id).where(
+                JobRow.kind == kind,
+                JobRow.state == "running",
+                JobRow.lease_owner == owner,
+                JobRow.cancel_requested.is_(True),
+            )
+        )
+    )

@@ -191,6 +191,8 @@ class JobRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     decision_id: Mapped[int | None] = mapped_column(Integer, default=None)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Set by `mercury jobs cancel` (or the UI) while a job runs: its worker stops it.
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
 
 
 class JobInstanceRow(Base):
@@ -205,3 +207,4 @@ class JobInstanceRow(Base):
 # Tables of later stages live in their own modules; importing them here registers them on
 # Base.metadata for Alembic and for every user of the index.
 from mercury.store import delivery_models as _delivery_models  # noqa: E402, F401
+from mercury.store import process_models as _process_models  # noqa: E402, F401

@@ -195,3 +195,18 @@ def test_jobs_errors_are_clear(config: Path) -> None:
     assert "unknown state" in bad_state.stderr
     empty = run("jobs", "list", "--config", str(config))
     assert "No jobs" in empty.stdout
+
+
+def test_cancel_a_queued_job(config: Path, tmp_path: Path) -> None:
+    job_id = _failed_job(config, tmp_path)
+    assert run("jobs", "retry", job_id, "--config", str(config)).returncode == 0
+    cancelled = run("jobs", "cancel", job_id[:8], "--config", str(config))
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "cancelled" in cancelled.stdout
+    shown = json.loads(run("jobs", "show", job_id, "--config", str(config), "--json").stdout)
+    assert shown["state"] == "cancelled"
+    again = run("jobs", "cancel", job_id, "--config", str(config))
+    assert again.returncode == 1
+    assert "already cancelled" in " ".join(again.stderr.split())
+    logs = run("jobs", "logs", job_id, "--config", str(config))
+    assert "no module runs" in logs.stdout
