@@ -15,8 +15,14 @@ from tests.helpers import free_port, wait_for
 class Orthanc:
     """An Orthanc server on loopback ports, with its REST API for checking what arrived."""
 
-    def __init__(self, folder: Path, modalities: dict[str, list[Any]] | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        modalities: dict[str, list[Any]] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         self.folder = folder
+        self.extra = extra or {}
         self.dicom_port = free_port()
         self.http_port = free_port()
         self.aet = "ORTHANC"
@@ -45,6 +51,7 @@ class Orthanc:
             "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         }
+        config.update(self.extra)
         path = self.folder / "orthanc.json"
         path.write_text(json.dumps(config))
         self.log = (self.folder / "orthanc.log").open("wb")
