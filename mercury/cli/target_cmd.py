@@ -47,6 +47,7 @@ def probe_target(
     context = SenderContext(
         default_ae_title=titles[0] if titles else "MERCURY",
         work_folder=cfg.storage.spool / "work",
+        extra={"commitment_port": cfg.dispatch.storage_commitment_port},
     )
     try:
         sender = create_sender(name, cfg.targets[name], context)

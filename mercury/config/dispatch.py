@@ -70,3 +70,12 @@ class DispatchConfig(Section):
     circuit_probe_interval: Seconds = Field(
         default=30, gt=0, description="How often a target marked down is tested again."
     )
+    storage_commitment_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port where mercury takes storage commitment results from peers that answer "
+        "on a new association (Orthanc does): declare it, with our AE title, in the peer; 0 "
+        "picks a free port per send, which only works for peers answering on the same "
+        "association.",
+    )

@@ -121,6 +121,7 @@ class Dispatcher:
         context = SenderContext(
             default_ae_title=receiver_titles[0] if receiver_titles else "MERCURY",
             work_folder=self.spool.root / "work",
+            extra={"commitment_port": self.settings.storage_commitment_port},
         )
         for name, target in self.config.targets.items():
             if name in self.senders or target.direction == "pull":

@@ -53,7 +53,7 @@ def _prepare_dataset(item: DicomFile) -> Dataset:
     """The decoded dataset, uncompressed, for peers that refuse the file's own syntax."""
     dataset = dcmread(item.path)
     if item.transfer_syntax_uid not in _UNCOMPRESSED:
-        dataset.decompress()
+        dataset.decompress(generate_instance_uid=False)  # keep the SOP Instance UID
     return dataset
 
 
