@@ -178,3 +178,43 @@ rules:
     finally:
         mercury.stop()
         orthanc.stop()
+
+
+def test_storage_commitment_is_recorded_per_instance(tmp_path: Path) -> None:
+    commitment_port = free_port()
+    orthanc = Orthanc(
+        tmp_path / "orthanc", modalities={"mercury": ["MERCURY", "127.0.0.1", commitment_port]}
+    )
+    orthanc.start()
+    mercury = _start(
+        tmp_path,
+        f"""
+dispatch: {{storage_commitment_port: {commitment_port}}}
+targets:
+  pacs:
+    target_type: dicom
+    ip: 127.0.0.1
+    port: {orthanc.dicom_port}
+    aet_target: ORTHANC
+    storage_commitment: true
+    commitment_timeout: 30
+rules:
+  all:
+    rule: "True"
+    target: pacs
+    series_complete_on: [association_end]
+""",
+    )
+    try:
+        files = make_small_images(tmp_path / "img", 4, per_series=4)
+        assert storescu(files, mercury.port).returncode == 0
+        wait_for(lambda: [j for j in _jobs(tmp_path) if j.state == "succeeded"], 90, "delivery")
+        engine = create_engine(f"sqlite:///{tmp_path / 'mercury.db'}")
+        with engine.connect() as conn:
+            rows = conn.execute(select(DeliveryRow)).all()
+        engine.dispose()
+        assert len(rows) == 4
+        assert {(row.status, row.commitment) for row in rows} == {("sent", "committed")}
+    finally:
+        mercury.stop()
+        orthanc.stop()
