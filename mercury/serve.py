@@ -25,12 +25,14 @@ class Service(Protocol):
 def service_factories() -> dict[str, Callable[[Runtime], Service]]:
     """Every service mercury can run, in start order."""
     from mercury.dispatch.service import DispatcherService
+    from mercury.process.service import ProcessorService
     from mercury.receive.service import ReceiverService
     from mercury.route.service import RouterService
 
     return {
         "receiver": ReceiverService,
         "router": RouterService,
+        "processor": ProcessorService,
         "dispatcher": DispatcherService,
     }
 

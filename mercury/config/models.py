@@ -267,6 +267,13 @@ class ProcessingConfig(Section):
         description="A processing job's lease, renewed while the module runs; a crashed "
         "processor's jobs are taken over this long after it died.",
     )
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Attempts of a job whose run was interrupted (mercury stopped, the Docker "
+        "engine unreachable) before it fails. A module that fails or times out fails its job "
+        "at once; `mercury jobs retry` runs it again.",
+    )
 
 
 class NotificationsConfig(Section):

@@ -313,7 +313,7 @@ class Dispatcher:
 
     def _send_job(self, job: _Running) -> None:
         with self.sessions() as session:
-            instances, missing, origin = load_instances(session, job.id, self.spool)
+            instances, missing, origin = load_instances(session, job.id, self.spool, job.details)
         delivered_to = list(job.details.get("delivered_to", []))
         attempts: list[TargetAttempt] = []
         for target in job.targets:

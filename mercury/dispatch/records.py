@@ -19,10 +19,17 @@ from mercury.store.spool import Spool
 
 
 def load_instances(
-    session: Session, job_id: str, spool: Spool
+    session: Session, job_id: str, spool: Spool, details: dict[str, Any] | None = None
 ) -> tuple[list[OutgoingInstance], list[str], Origin]:
     """The job's instances that are still in the index (and the UIDs that are not), and how
-    the first of them reached us."""
+    the first of them reached us. A job that sends a module's results names its files in
+    its details (``files``, written by the processor into the spool, and ``origin``)."""
+    files = (details or {}).get("files")
+    if files:
+        origin = Origin(
+            **(details or {}).get("origin", {"calling_ae": "", "called_ae": "", "peer_host": ""})
+        )
+        return [_published(item, spool) for item in files], [], origin
     rows = session.execute(
         select(JobInstanceRow.sop_instance_uid, InstanceRow)
         .outerjoin(InstanceRow, InstanceRow.sop_instance_uid == JobInstanceRow.sop_instance_uid)
@@ -50,6 +57,18 @@ def load_instances(
             )
         )
     return found, missing, origin
+
+
+def _published(item: dict[str, Any], spool: Spool) -> OutgoingInstance:
+    return OutgoingInstance(
+        sop_instance_uid=str(item["sop_instance_uid"]),
+        sop_class_uid=str(item["sop_class_uid"]),
+        transfer_syntax=str(item["transfer_syntax"]),
+        series_uid=str(item["series_uid"]),
+        study_uid=str(item["study_uid"]),
+        path=spool.absolute(str(item["path"])),
+        size=int(item.get("size", 0)),
+    )
 
 
 def delivered_uids(session: Session, job_id: str, target: str) -> set[str]:
