@@ -29,6 +29,21 @@ storage:
 timings:
   series_complete_trigger: 60
   study_complete_trigger: 900
+
+targets:
+  # Every complete series is copied here, one folder per job, finished by a `.complete`
+  # file. Replace it with your PACS: {{target_type: dicom, ip: ..., port: ..., aet_target: ...}}
+  demo_outbox:
+    target_type: folder
+    folder: outbox
+
+rules:
+  everything_to_outbox:
+    rule: "True"
+    action: route
+    target: demo_outbox
+    # A series is complete when its sender ends the association, or after the quiet period.
+    series_complete_on: [association_end, quiet]
 """
 
 
@@ -58,6 +73,7 @@ def init(
     target.write_text(DEMO_CONFIG.format(port=port), encoding="utf-8")
     config = load_config(target)
     Spool(config.storage.spool).prepare()
+    (directory / "outbox").mkdir(exist_ok=True)
     engine = make_engine(config.storage.database)
     upgrade(engine)
     engine.dispose()

@@ -14,7 +14,7 @@ import typer.main
 
 from mercury.cli import app
 from tests.conftest import MercuryProcess
-from tests.helpers import free_port, make_small_images
+from tests.helpers import free_port, make_small_images, wait_for
 
 EXE = shutil.which("mercury", path=str(Path(sys.executable).parent)) or "mercury"
 
@@ -95,6 +95,12 @@ def test_init_serve_send_status(demo: MercuryProcess, tmp_path: Path) -> None:
 
     log = demo.log.read_text()
     assert f":{demo.port}" in log, "serve must say where its DICOM port is"
+
+    # The demo routes every series to its outbox folder, one job folder per series.
+    outbox = demo.config.parent / "outbox"
+    done = wait_for(lambda: len(list(outbox.glob("*/.complete"))) == 3 and 3, 60, "3 jobs")
+    assert done == 3
+    assert len(list(outbox.glob("*/*.dcm"))) == 30
 
 
 def test_serve_prints_where_it_listens(demo: MercuryProcess) -> None:
