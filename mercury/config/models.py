@@ -21,11 +21,13 @@ from mercury.config.base import (
     LocalPath,
     Name,
     Seconds,
+    Secret,
     Section,
 )
 from mercury.config.dispatch import DispatchConfig
 from mercury.config.issues import raise_if_any
 from mercury.config.modules import Module
+from mercury.config.operations import RetentionConfig, WebConfig
 from mercury.config.references import reference_issues
 from mercury.config.rules import CompletionCondition, Rule
 from mercury.config.targets import Target
@@ -39,11 +41,13 @@ __all__ = [
     "NotificationsConfig",
     "ProcessingConfig",
     "ReceiverConfig",
+    "RetentionConfig",
     "Rule",
     "Section",
     "StorageConfig",
     "Target",
     "TimingsConfig",
+    "WebConfig",
     "mask_password",
 ]
 
@@ -291,6 +295,14 @@ class NotificationsConfig(Section):
         default=None,
         description="CA certificates (PEM) used to verify webhook servers; null uses the system's.",
     )
+    smtp_host: str = Field(default="localhost", description="SMTP server for e-mail.")
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP port.")
+    smtp_user: str | None = Field(default=None, description="SMTP login; null: no login.")
+    smtp_password: Secret | None = Field(default=None, description="SMTP password.")
+    smtp_starttls: bool = Field(default=False, description="Upgrade the connection with STARTTLS.")
+    retries: int = Field(
+        default=5, ge=0, description="Retries of a failed webhook or e-mail delivery."
+    )
 
 
 class MercuryConfig(Section):
@@ -323,6 +335,11 @@ class MercuryConfig(Section):
         default_factory=NotificationsConfig,
         description="Settings shared by all notifications.",
     )
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig,
+        description="How long finished work is kept; the emergency clean.",
+    )
+    web: WebConfig = Field(default_factory=WebConfig, description="The web interface and REST API.")
     targets: dict[Name, Target] = Field(
         default_factory=dict, description="Dispatch targets by name."
     )
