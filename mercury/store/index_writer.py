@@ -62,6 +62,16 @@ def variant_digest(tags: Mapping[str, str]) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
+def _variant_key(tags: Mapping[str, str]) -> int:
+    """The in-memory identity of a variant: Python's hash of the same tag set (~5 us, a third
+    of the digest). Not stable across processes, so never stored; the digest is computed
+    only for a variant this process has not seen yet."""
+    rest = dict(tags)
+    for name in PER_IMAGE_TAGS:
+        rest.pop(name, None)
+    return hash(frozenset(rest.items()))
+
+
 @dataclass(frozen=True)
 class ReceivedInstance:
     """An instance whose bytes are durable in the spool, waiting for its index row."""
@@ -455,15 +465,15 @@ class _Statements:
 
 
 class _VariantCache:
-    """The variants (digests) known per series, for the most recently received series, so
-    that an image like the one before costs a digest and a set lookup, not a query. Filled
-    only once the transaction that wrote the variants has committed; a series it does not
-    know (evicted, or after a restart) costs one conflict-ignoring insert per variant."""
+    """The variants known per series, for the most recently received series, so that an
+    image like one before costs a hash and a set lookup, not a digest or a query. What a
+    transaction added is forgotten if it does not commit; a series the cache does not know
+    (evicted, or after a restart) costs one conflict-ignoring insert per variant."""
 
     def __init__(self, max_series: int = VARIANT_CACHE_SERIES) -> None:
-        self._known: OrderedDict[str, set[str]] = OrderedDict()
+        self._known: OrderedDict[str, set[int]] = OrderedDict()
         self._max_series = max_series
-        self._pending: list[tuple[str, str]] = []
+        self._pending: list[tuple[str, int]] = []
 
     def new_variants(
         self, records: list[ReceivedInstance], events: list[dict[str, Any]]
@@ -474,28 +484,28 @@ class _VariantCache:
         known = self._known
         for record in records:
             series_uid = record.series_uid
-            digests = known.get(series_uid)
-            if digests is None:
-                digests = known[series_uid] = set()
+            keys = known.get(series_uid)
+            if keys is None:
+                keys = known[series_uid] = set()
                 if len(known) > self._max_series:
                     known.popitem(last=False)
             else:
                 known.move_to_end(series_uid)
-            digest = variant_digest(record.tags)
-            if digest in digests or len(digests) >= MAX_VARIANTS_PER_SERIES:
+            key = _variant_key(record.tags)
+            if key in keys or len(keys) >= MAX_VARIANTS_PER_SERIES:
                 continue
-            digests.add(digest)
-            self._pending.append((series_uid, digest))
+            keys.add(key)
+            self._pending.append((series_uid, key))
             rows.append(
                 {
                     "series_uid": series_uid,
-                    "digest": digest,
+                    "digest": variant_digest(record.tags),
                     "tags": record.tags,
                     "sop_instance_uid": record.sop_instance_uid,
                     "received_at": record.received_at,
                 }
             )
-            if len(digests) == MAX_VARIANTS_PER_SERIES:
+            if len(keys) == MAX_VARIANTS_PER_SERIES:
                 events.append(
                     event_row(
                         stage="receive",
@@ -517,10 +527,10 @@ class _VariantCache:
 
     def rollback(self) -> None:
         """Forget the variants of a transaction that did not commit."""
-        for series_uid, digest in self._pending:
-            digests = self._known.get(series_uid)
-            if digests is not None:
-                digests.discard(digest)
+        for series_uid, key in self._pending:
+            keys = self._known.get(series_uid)
+            if keys is not None:
+                keys.discard(key)
         self._pending.clear()
 
 
