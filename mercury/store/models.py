@@ -208,3 +208,4 @@ class JobInstanceRow(Base):
 # Base.metadata for Alembic and for every user of the index.
 from mercury.store import delivery_models as _delivery_models  # noqa: E402, F401
 from mercury.store import process_models as _process_models  # noqa: E402, F401
+from mercury.store import web_models as _web_models  # noqa: E402, F401
