@@ -207,5 +207,6 @@ class JobInstanceRow(Base):
 # Tables of later stages live in their own modules; importing them here registers them on
 # Base.metadata for Alembic and for every user of the index.
 from mercury.store import delivery_models as _delivery_models  # noqa: E402, F401
+from mercury.store import notify_models as _notify_models  # noqa: E402, F401
 from mercury.store import process_models as _process_models  # noqa: E402, F401
 from mercury.store import web_models as _web_models  # noqa: E402, F401
