@@ -146,6 +146,7 @@ def start_podman_service(folder: Path) -> PodmanService:
         process = subprocess.Popen(
             ["podman", "system", "service", "--time=0", url],
             env=env,
+            cwd=folder,  # conmon leaves files such as `oom` in its working directory
             stdout=log,
             stderr=subprocess.STDOUT,
         )
