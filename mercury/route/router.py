@@ -99,9 +99,9 @@ class Router:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.rules = rules
         self.clock = clock
-        self._selections: dict[
-            str, tuple[dict[str, str], tuple[str, ...], Selection, list[Variant]]
-        ] = {}
+        # series -> (first image's tags, variant digests, selection): evaluated again only
+        # when either changes while the series waits for completion.
+        self._selections: dict[str, tuple[dict[str, str], tuple[str, ...], Selection]] = {}
 
     # -- series ----------------------------------------------------------------------------
 
@@ -132,7 +132,7 @@ class Router:
         if cached is not None and cached[0] == tags and cached[1] == digests:
             return cached[2]
         selection = self.rules.select(tags, [v.tags for v in variants])
-        self._selections[series_uid] = (tags, digests, selection, variants)
+        self._selections[series_uid] = (tags, digests, selection)
         return selection
 
     def _consider_series(self, series_uid: str, now: datetime, report: ScanReport) -> None:
