@@ -24,6 +24,7 @@ class Service(Protocol):
 
 def service_factories() -> dict[str, Callable[[Runtime], Service]]:
     """Every service mercury can run, in start order."""
+    from mercury.clean.service import CleanerService
     from mercury.dispatch.service import DispatcherService
     from mercury.process.service import ProcessorService
     from mercury.receive.service import ReceiverService
@@ -34,6 +35,7 @@ def service_factories() -> dict[str, Callable[[Runtime], Service]]:
         "router": RouterService,
         "processor": ProcessorService,
         "dispatcher": DispatcherService,
+        "cleaner": CleanerService,
     }
 
 
