@@ -32,6 +32,7 @@ def _root(
 
 def _register() -> None:
     from mercury.cli import (
+        clean_cmd,
         config_cmd,
         import_cmd,
         init_cmd,
@@ -53,6 +54,7 @@ def _register() -> None:
         status_cmd,
         target_cmd,
         jobs_cmd,
+        clean_cmd,
     ):
         module.register(app)
 
