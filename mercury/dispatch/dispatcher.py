@@ -113,6 +113,8 @@ class Dispatcher:
         self._probing: set[str] = set()
         self._stopping = threading.Event()
         self._renewed_at = time.monotonic()
+        self.wakeup: Callable[[], None] | None = None
+        """Called from a worker thread when a job ends (the service wakes its timer)."""
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -310,6 +312,8 @@ class Dispatcher:
         finally:
             with self._lock:
                 self._running.pop(job.id, None)
+            if self.wakeup is not None:
+                self.wakeup()  # a slot is free: claim the next job now, not at the next tick
 
     def _send_job(self, job: _Running) -> None:
         with self.sessions() as session:

@@ -23,11 +23,19 @@ class DispatcherService:
         self.runtime = runtime
         self.dispatcher = Dispatcher(runtime.engine, runtime.config, runtime.spool)
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
 
     def describe(self) -> str:
         return self.dispatcher.describe()
 
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(self._wake.set)
+
+        self.dispatcher.wakeup = wake
         self._task = asyncio.create_task(self._loop(), name="mercury-dispatcher")
 
     async def stop(self) -> None:
@@ -40,8 +48,10 @@ class DispatcherService:
     async def _loop(self) -> None:
         interval = min(self.runtime.config.timings.dispatcher_scan_interval, MAX_TICK_INTERVAL)
         while True:
+            self._wake.clear()
             try:
                 await asyncio.to_thread(self.dispatcher.tick)
             except Exception:
                 log.exception("dispatch tick failed; retrying")
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)

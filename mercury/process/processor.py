@@ -130,6 +130,8 @@ class Processor:
         self._active: dict[str, _Active] = {}
         self._stopping = threading.Event()
         self._renewed_at = time.monotonic()
+        self.wakeup: Callable[[], None] | None = None
+        """Called from a worker thread when a job ends (the service wakes its timer)."""
 
     def describe(self) -> str:
         count = len(self.config.modules)
@@ -277,6 +279,8 @@ class Processor:
         finally:
             with self._lock:
                 self._active.pop(job.row.id, None)
+            if self.wakeup is not None:
+                self.wakeup()  # a worker is free: claim the next job now, not at the next tick
 
     def _run_job(self, job: _Active) -> None:
         row = job.row
@@ -290,7 +294,8 @@ class Processor:
                 f"gave up after {row.attempts - 1} interrupted attempts "
                 f"(processing.max_attempts is {self.settings.max_attempts})",
             )
-        self._remove_orphans(row)
+        if row.attempts > 1:  # an earlier attempt was interrupted: it may still be running
+            self._remove_orphans(row, job.modules)
         missing = [name for name in job.modules if not self._has(name)]
         if missing:
             raise _Stop("failed", f"module {missing[0]!r} is not in the configuration")
@@ -387,9 +392,12 @@ class Processor:
                 }
         return inputs, tags, study, triggered, origin
 
-    def _remove_orphans(self, row: JobRow) -> None:
+    def _remove_orphans(self, row: JobRow, modules: list[str]) -> None:
         """A run of this job still going (mercury crashed while it ran) is stopped first."""
-        for runner in self.runners.values():
+        kinds = {self._module(name).runner for name in modules if self._has(name)}
+        for kind, runner in self.runners.items():
+            if kind not in kinds:
+                continue
             try:
                 removed = runner.remove_orphans({"mercury.job": row.id})
             except RunnerError as exc:

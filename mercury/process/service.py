@@ -21,11 +21,19 @@ class ProcessorService:
         self.runtime = runtime
         self.processor = Processor(runtime.engine, runtime.config, runtime.spool)
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
 
     def describe(self) -> str:
         return self.processor.describe()
 
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(self._wake.set)
+
+        self.processor.wakeup = wake
         self._task = asyncio.create_task(self._loop(), name="mercury-processor")
 
     async def stop(self) -> None:
@@ -38,8 +46,10 @@ class ProcessorService:
     async def _loop(self) -> None:
         interval = min(self.runtime.config.timings.dispatcher_scan_interval, MAX_TICK_INTERVAL)
         while True:
+            self._wake.clear()
             try:
                 await asyncio.to_thread(self.processor.tick)
             except Exception:
                 log.exception("processing tick failed; retrying")
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)

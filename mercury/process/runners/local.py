@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -189,15 +190,25 @@ class LocalRun:
                 return self._result
             deadline = None if timeout is None else time.monotonic() + timeout
             stopped: RunStatus | None = None
-            while not self._exited():
-                if self._cancelled.is_set():
-                    stopped = "cancelled"
-                    break
-                remaining = _POLL if deadline is None else deadline - time.monotonic()
-                if remaining <= 0:
-                    stopped = "timeout"
-                    break
-                self._cancelled.wait(min(_POLL, remaining))
+            exit_signal = _exit_signal(self._process.pid)
+            try:
+                while not self._exited():
+                    if self._cancelled.is_set():
+                        stopped = "cancelled"
+                        break
+                    remaining = _POLL if deadline is None else deadline - time.monotonic()
+                    if remaining <= 0:
+                        stopped = "timeout"
+                        break
+                    # Wake the moment the module exits (a pidfd turns readable), or at the
+                    # next poll to notice a cancel or the deadline.
+                    if exit_signal is not None:
+                        select.select([exit_signal], [], [], min(_POLL, remaining))
+                    else:
+                        self._cancelled.wait(min(_POLL, remaining))
+            finally:
+                if exit_signal is not None:
+                    os.close(exit_signal)
             if stopped is not None:
                 stop_group(self.pgid, self._grace)
             elif self._cancelled.is_set():
@@ -219,6 +230,14 @@ class LocalRun:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else -code
             return RunResult("failed", None, f"killed by signal {name}")
         return RunResult("succeeded" if code == 0 else "failed", code, f"exit code {code}")
+
+
+def _exit_signal(pid: int) -> int | None:
+    """A descriptor that becomes readable when ``pid`` exits (Linux 5.3+), or None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def _write_record(path: Path, record: Mapping[str, Any]) -> None:
