@@ -26,6 +26,7 @@ def service_factories() -> dict[str, Callable[[Runtime], Service]]:
     """Every service mercury can run, in start order."""
     from mercury.clean.service import CleanerService
     from mercury.dispatch.service import DispatcherService
+    from mercury.notify.service import NotifierService
     from mercury.process.service import ProcessorService
     from mercury.receive.service import ReceiverService
     from mercury.route.service import RouterService
@@ -36,6 +37,7 @@ def service_factories() -> dict[str, Callable[[Runtime], Service]]:
         "processor": ProcessorService,
         "dispatcher": DispatcherService,
         "cleaner": CleanerService,
+        "notifier": NotifierService,
     }
 
 

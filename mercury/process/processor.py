@@ -26,6 +26,7 @@ from sqlalchemy.orm import sessionmaker
 
 from mercury.config.models import MercuryConfig, Module
 from mercury.config.rules import Rule
+from mercury.notify.triggers import on_completion
 from mercury.process.base import RunHandle, Runner, RunnerError, RunResult, RunSpec
 from mercury.process.outputs import OutputError, publish
 from mercury.process.result import apply_routing
@@ -556,7 +557,8 @@ class Processor:
                 for target in (targets if published else [])
             ]
             notification = output.result.notification
-            if notification is not None:
+            requested = notification is not None and notification.requested
+            if on_completion(rule, requested=requested):
                 specs.append(
                     JobSpec(
                         kind="notify",
@@ -568,8 +570,8 @@ class Processor:
                         priority=row.priority,  # type: ignore[arg-type]
                         details={
                             "event": "completed",
-                            "text": notification.text,
-                            "requested": notification.requested,
+                            "text": notification.text if notification else "",
+                            "requested": requested,
                             "source_job": row.id,
                         },
                     )

@@ -6,9 +6,16 @@ from collections.abc import Sequence
 from typing import Literal
 
 from mercury.config.rules import Rule
+from mercury.notify.triggers import on_completion
 from mercury.store.jobs import JobSpec
 
 _PRIORITY_RANK = {"urgent": 0, "normal": 1, "offpeak": 2}
+
+
+def _notifies_at_routing(rule: Rule) -> bool:
+    if rule.action == "notification":
+        return rule.notification_trigger_completion
+    return rule.action == "route" and on_completion(rule)
 
 
 def plan_jobs(
@@ -21,7 +28,9 @@ def plan_jobs(
 ) -> list[JobSpec]:
     """route: one dispatch job per distinct target, even when several rules name it (the
     most urgent rule's priority wins); process and both: one processing job per rule (both
-    carries its targets for the results); notification: one notify job per rule."""
+    carries its targets for the results); notification: one notify job per rule (unless its
+    completion trigger is off). A route rule that notifies on completion gets its notify
+    job here too; processing rules get theirs when the processing succeeds."""
     jobs: list[JobSpec] = []
     targets: dict[str, tuple[str, str]] = {}  # target -> (first rule naming it, priority)
     for name, rule in rules:
@@ -52,7 +61,7 @@ def plan_jobs(
                     },
                 )
             )
-        elif rule.action == "notification":
+        if _notifies_at_routing(rule):
             jobs.append(
                 JobSpec(
                     kind="notify",
