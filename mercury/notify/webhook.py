@@ -61,8 +61,13 @@ def post(url: str, payload: Any, *, ca_bundle: Path | None = None, timeout: floa
         raise DeliveryFailed(f"invalid webhook URL: {error}", permanent=True) from error
     except httpx.TransportError as error:
         reason = str(error) or type(error).__name__
-        untrusted = isinstance(error.__context__, ssl.SSLCertVerificationError)
-        raise DeliveryFailed(f"{where} unreachable: {reason}", permanent=untrusted) from error
+        if _untrusted(error):
+            raise DeliveryFailed(
+                f"{where}: the server's certificate is not trusted ({reason}); add its CA to "
+                "notifications.webhook_ca_bundle",
+                permanent=True,
+            ) from error
+        raise DeliveryFailed(f"{where} unreachable: {reason}") from error
     status = response.status_code
     if 200 <= status < 300:
         return f"HTTP {status}"
@@ -70,3 +75,15 @@ def post(url: str, payload: Any, *, ca_bundle: Path | None = None, timeout: floa
     message = f"{where} answered HTTP {status}" + (f": {answer}" if answer else "")
     permanent = status < 500 and status not in _TRANSIENT_STATUSES
     raise DeliveryFailed(message, permanent=permanent)
+
+
+def _untrusted(error: BaseException) -> bool:
+    """Whether a certificate verification failure is among the error's causes."""
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -14,7 +14,7 @@ from mercury.notify.notifier import Notifier
 from mercury.store.jobs import requeue
 from tests.helpers import free_port
 from tests.notify.support import Index as World
-from tests.notify.support import SmtpServer, WebhookReceiver, make_config
+from tests.notify.support import SmtpServer, WebhookReceiver, make_config, self_signed
 
 PAYLOAD = '"rule": "@rule@", "event": "@event@", "task": "@task_id@", "text": "{{ body }}"'
 BODY = "{{ event }} for {{ patient_name }} ({{ acc }}, {{ DeviceSerialNumber }}): {{ details }}"
@@ -153,6 +153,26 @@ def test_refusal_fails_at_once(index: World, receiver: WebhookReceiver, tmp_path
     assert len(receiver.requests) == 2
 
 
+def test_https_webhook_verified_with_the_ca_bundle(index: World, tmp_path: Path) -> None:
+    context, bundle = self_signed(tmp_path)
+    receiver = WebhookReceiver(tls=context).start()
+    try:
+        untrusted = index.notify_job("announce")
+        index.run(index.notifier(make_config(tmp_path, {"announce": hook(receiver.url)})))
+        row = index.job(untrusted)
+        assert (row.state, row.attempts) == ("failed", 1)  # not retried: it would not help
+        (failed,) = index.events("notification.failed")
+        assert "certificate is not trusted" in failed.message
+
+        trusted = index.notify_job("announce")
+        config = make_config(tmp_path, {"announce": hook(receiver.url)}, webhook_ca_bundle=bundle)
+        index.run(index.notifier(config))
+        assert index.job(trusted).state == "succeeded"
+        assert [body["event"] for body in receiver.bodies()] == ["COMPLETED"]
+    finally:
+        receiver.stop()
+
+
 def test_sandbox_refusal_is_journaled_not_sent(
     index: World, receiver: WebhookReceiver, smtp: SmtpServer, tmp_path: Path
 ) -> None:
@@ -231,6 +251,18 @@ def test_smtp_login(index: World, tmp_path: Path) -> None:
         assert "refused the login of 'mercury'" in failed.message
     finally:
         server.controller.stop()
+
+
+def test_starttls_asked_of_a_server_without_it(
+    index: World, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    settings = smtp_settings(smtp.port, smtp_starttls=True)
+    job = index.notify_job("plain")
+    index.run(index.notifier(make_config(tmp_path, {"plain": mail()}, **settings)))
+    assert index.job(job).state == "failed"
+    assert smtp.messages == []
+    (failed,) = index.events("notification.failed")
+    assert "STARTTLS" in failed.message
 
 
 def test_bad_smtp_host_fails_after_retries(index: World, tmp_path: Path) -> None:
