@@ -126,3 +126,35 @@ def test_missing_and_malformed_elements() -> None:
         _ = command.message_id
     with pytest.raises(dimse.DimseError, match="CommandDataSetType"):
         _ = command.has_data_set
+
+
+def test_status_categories_agree_with_pynetdicom() -> None:
+    from pynetdicom.status import code_to_category
+
+    for status in range(0x10000):
+        assert dimse.status_category(status) == code_to_category(status), hex(status)
+
+
+def test_store_request_reads_back_with_pynetdicom() -> None:
+    raw = dimse.encode_request(
+        dimse.C_STORE_RQ,
+        65535,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        sop_instance_uid="1.2.3.4.5",
+        priority=dimse.PRIORITY_LOW,
+        has_data_set=True,
+    )
+    message = C_STORE_RQ()
+    message.command_set = _read(raw)
+    primitive = message.message_to_primitive()
+    assert primitive.MessageID == 65535
+    assert primitive.AffectedSOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+    assert primitive.AffectedSOPInstanceUID == "1.2.3.4.5"
+    assert primitive.Priority == 2
+    assert message.command_set.CommandDataSetType != 0x0101
+    echo = _read(
+        dimse.encode_request(
+            dimse.C_ECHO_RQ, 3, sop_class_uid=dimse.VERIFICATION_SOP_CLASS, has_data_set=False
+        )
+    )
+    assert (echo.CommandField, echo.MessageID, echo.CommandDataSetType) == (0x0030, 3, 0x0101)

@@ -86,6 +86,8 @@ def test_wire_layout_of_fixed_pdus() -> None:
     assert pdu.encode_pdata(5, True, b"ab", 0) == bytes.fromhex(
         "04 00 00000008 00000004 05 03 6162"
     )
+    header = pdu.PDATA_ONE_PDV_HEADER.pack(pdu.P_DATA_TF, 0, 8, 4, 5, 3)
+    assert header + b"ab" == pdu.encode_pdata(5, True, b"ab", 0)
 
 
 def test_unknown_items_and_sub_items_are_skipped() -> None:

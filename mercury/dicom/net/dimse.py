@@ -1,14 +1,15 @@
 """DIMSE command sets (PS3.7 section 9.3 and annex E): group 0000, always Implicit VR LE.
 
-The receive path only needs to read requests and write C-STORE/C-ECHO responses, so this
-is a flat element map rather than a general data set codec.
+The receiver reads requests and writes C-STORE/C-ECHO responses; the requestor
+(:mod:`.client`) writes requests and reads responses. Both only need a flat element map,
+not a general data set codec.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 # Command Field values (PS3.7 E.1)
 C_STORE_RQ: Final = 0x0001
@@ -37,6 +38,17 @@ HANDLER_FAILURE: Final = 0xC001  # ours: the on_store callback raised
 
 VERIFICATION_SOP_CLASS: Final = "1.2.840.10008.1.1"
 
+# Priority (0000,0700)
+PRIORITY_MEDIUM: Final = 0x0000
+PRIORITY_HIGH: Final = 0x0001
+PRIORITY_LOW: Final = 0x0002
+
+StatusCategory = Literal["Success", "Warning", "Failure", "Cancel", "Pending", "Unknown"]
+_FAILURE_CODES: Final = frozenset(
+    {0x0105, 0x0106, 0x0110, 0x0111, 0x0112, 0x0113, 0x0114, 0x0115, 0x0117, 0x0118}
+    | {0x0119, 0x0120, 0x0121, 0x0122, 0x0123, 0x0124, 0x0210, 0x0211, 0x0212, 0x0213}
+)
+
 # Element numbers in group 0000
 COMMAND_GROUP_LENGTH: Final = 0x0000
 AFFECTED_SOP_CLASS_UID: Final = 0x0002
@@ -55,6 +67,21 @@ _ELEMENT_HEADER = struct.Struct("<HHI")
 _US = struct.Struct("<H")
 _UL = struct.Struct("<I")
 _MAX_ERROR_COMMENT = 64
+
+
+def status_category(status: int) -> StatusCategory:
+    """The category of a DIMSE status code (PS3.7 annex C): a warning still means stored."""
+    if status == SUCCESS:
+        return "Success"
+    if status in (0xFF00, 0xFF01):
+        return "Pending"
+    if status == 0xFE00:
+        return "Cancel"
+    if status in _FAILURE_CODES or 0xA000 <= status <= 0xAFFF or 0xC000 <= status <= 0xCFFF:
+        return "Failure"
+    if status in (0x0001, 0x0107, 0x0116) or 0xB000 <= status <= 0xBFFF:
+        return "Warning"
+    return "Unknown"
 
 
 class DimseError(ValueError):
@@ -203,7 +230,7 @@ def encode_request(
     has_data_set: bool,
     move_originator: tuple[str, int] | None = None,
 ) -> bytes:
-    """A request command set; used by tests and tools that speak to the server raw."""
+    """A request command set: what the requestor sends (and tests that speak raw)."""
     elements = [
         (AFFECTED_SOP_CLASS_UID, _uid_value(sop_class_uid)),
         (COMMAND_FIELD, _US.pack(command_field)),

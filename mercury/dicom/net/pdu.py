@@ -64,6 +64,10 @@ _ITEM_HEADER = struct.Struct(">BBH")
 _ASSOCIATE_FIXED = struct.Struct(">HH16s16s32s")
 _FOUR_BYTES = struct.Struct(">BBBB")
 _PDV_HEADER = struct.Struct(">IBB")
+PDATA_ONE_PDV_HEADER: Final = struct.Struct(">BBIIBB")
+"""PDU header and PDV header of a P-DATA-TF carrying one PDV: type, reserved, PDU length
+(PDV length + 4), PDV length (fragment + 2), context ID, message control header. Senders
+pack it in place in front of each fragment (:func:`encode_pdata` builds the same bytes)."""
 
 
 class PDUError(ValueError):
