@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(dcmtk orthanc orthanc-dicomweb postgresql python3-venv openssh-server podman runc busybox-static)
+APT_PACKAGES=(dcmtk orthanc orthanc-dicomweb postgresql python3-venv openssh-server podman runc busybox-static chromium)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
