@@ -1,8 +1,10 @@
-"""mercury's own DICOM receive path: asyncio C-STORE / C-ECHO SCP (PS3.7, PS3.8).
+"""mercury's own DICOM upper layer (PS3.7, PS3.8): an asyncio C-STORE / C-ECHO SCP, and a
+blocking C-STORE / C-ECHO SCU (:mod:`.client`).
 
-pynetdicom polls with millisecond sleeps per message, which caps a receiver well below
-what the disk can take; this package is the small, fast acceptor mercury receives with.
-Sending and query/retrieve stay on pynetdicom.
+pynetdicom polls with millisecond sleeps per message and hands every message between
+threads, which caps a receiver well below what the disk can take and costs a sender
+milliseconds per instance; this package is the small, fast acceptor mercury receives with
+and the requestor it sends with. Storage commitment and query/retrieve stay on pynetdicom.
 """
 
 from .model import (
