@@ -68,6 +68,8 @@ def write_config(
     receiver_extra: str = "",
     storage_extra: str = "",
 ) -> Path:
+    """A configuration for a test's `mercury serve`: loopback only, and the web service on
+    a free port (its default, 8080, may be taken)."""
     database = database or f"sqlite:///{folder / 'mercury.db'}"
     config = folder / "mercury.yaml"
     config.write_text(
@@ -82,6 +84,9 @@ storage:
   database: {database}
   reserve_mb: 0
 {storage_extra}
+web:
+  host: 127.0.0.1
+  port: {free_port()}
 """,
         encoding="utf-8",
     )

@@ -28,7 +28,6 @@ def test_a_delivered_series_is_cleaned_and_journaled(tmp_path: Path) -> None:
     config.write_text(
         config.read_text()
         + f"""
-web: {{port: {free_port()}}}
 timings: {{cleaner_scan_interval: 1}}
 retention: {{success: 1}}
 targets:

@@ -50,7 +50,6 @@ def _config(tmp_path: Path, port: int, url: str) -> Path:
         config.read_text()
         + f"""
 notifications: {{phi: true}}
-web: {{port: {free_port()}}}
 timings: {{series_complete_on: [association_end]}}
 targets:
   archive: {{target_type: folder, folder: "{tmp_path / "archive"}"}}
