@@ -11,54 +11,51 @@ peer's answer tells exactly which syntaxes it takes:
 * ``uncompressed``: Explicit and Implicit VR Little Endian;
 * a transfer syntax UID: that one, plus the two fall-backs.
 
-An instance whose stored syntax the peer accepted is streamed from its file as it is
-(pynetdicom's chunked mode: byte for byte, constant memory). Otherwise it is read with
-pydicom and converted (:mod:`mercury.dicom.transcode`): decompressed to Explicit (or, if
-that is all the peer takes, Implicit) VR Little Endian, or compressed losslessly to the
-syntax the target names. Every conversion is noted in the report.
-
-The pynetdicom 3.0 trap, and what we do about it
-------------------------------------------------
-With TCP_NODELAY on both sides, ``send_c_store`` now and then misses a fast C-STORE
-response and waits out the whole DIMSE timeout (then aborts). The cause is in
-``pynetdicom/association.py``: the association's reactor thread (``_run_reactor``) loops
-``_is_paused = True; _reactor_checkpoint.wait(); _is_paused = False;
-dimse.get_msg(block=False)``, and ``send_c_store`` "pauses" it with
-``_reactor_checkpoint.clear(); while not _is_paused: sleep(0.0001)`` before sending the
-request and blocking in ``dimse.get_msg(block=True)``. When the reactor has just come out of
-``wait()`` (the checkpoint was still set) but has not yet reset ``_is_paused`` -- it is
-preempted there by the GIL -- the sender sees ``_is_paused`` true and goes on. The request
-goes out, and with TCP_NODELAY the response is back in ``dimse.msg_queue`` before the
-reactor runs again; the reactor's non-blocking ``get_msg`` then takes the response off the
-queue, ``_serve_request`` drops it as "unexpected" (it is not a request), and the sender
-waits for a message that never comes. Without TCP_NODELAY the response arrives tens of
-milliseconds later (delayed ACK), long after the reactor has paused, which is why the race
-only shows with fast peers. Reproduced with pynetdicom 3.0.4 and DCMTK storescp on
-loopback: a run of 3,000 small C-STOREs stalled for the full 2 s DIMSE timeout after 1,764.
-
-The workaround is at association level (:func:`_own_the_message_queue`): our associations
-are storage SCU associations, so every DIMSE message that reaches the queue is a response
-to us (the only request a storage SCP may send us, a storage commitment N-EVENT-REPORT,
-pynetdicom hands to an event handler on a thread of its own, never to the queue). The
-reactor's non-blocking reads get nothing; the sending thread's blocking read gets every
-message. That closes the race instead of narrowing it (a shorter reactor loop delay would
-only make it rarer), and keeps TCP_NODELAY, which saves tens of milliseconds of delayed-ACK
-wait per instance. The blocking read also ends at once when the peer aborts or the
-connection drops, and its DIMSE timeout counts from the last request data written, not from
-when a large dataset was queued for sending (a peer that stops reading mid-transfer is cut
-off after the DIMSE timeout too). The test ``test_no_stalls_with_tcp_nodelay`` sends
-thousands of small C-STOREs to storescp with TCP_NODELAY and checks that no operation came
-near the DIMSE timeout.
+The C-STOREs go out on mercury's own requestor (:mod:`mercury.dicom.net.client`): one
+blocking socket on the sending thread, TCP_NODELAY, no helper threads. An instance whose
+stored syntax the peer accepted is streamed from its file as it is (byte for byte,
+constant memory). Otherwise it is read with pydicom and converted
+(:mod:`mercury.dicom.transcode`): decompressed to Explicit (or, if that is all the peer
+takes, Implicit) VR Little Endian, or compressed losslessly to the syntax the target
+names. Every conversion is noted in the report. ``dimse_timeout`` bounds the wait for each
+response, counted from the last byte of the request written, and how long a write may
+stall when the peer stops reading.
 
 Storage commitment
 ------------------
-After the C-STOREs we send an N-ACTION (Storage Commitment Push Model, action type 1) with
-a new Transaction UID and wait up to ``commitment_timeout`` for the N-EVENT-REPORT. A peer
-may send it on our association (we keep it open while waiting and answer it), or open a
-new association to us: Orthanc does the latter, always, to the modality declared in its
-``DicomModalities`` under our calling AE title; an undeclared caller gets no answer at all.
-For that we listen on ``context.extra["commitment_port"]`` (0 or absent: an ephemeral
-port); the listener is shared by concurrent shipments and routes reports by Transaction UID.
+After the C-STOREs (of every association of the shipment) we open one more association,
+with pynetdicom, proposing only the Storage Commitment Push Model, and send an N-ACTION
+(action type 1) with a new Transaction UID; then we wait up to ``commitment_timeout`` for
+the N-EVENT-REPORT. A peer may send it on that association (we keep it open while waiting
+and answer it), or open a new association to us: Orthanc does the latter, always, to the
+modality declared in its ``DicomModalities`` under our calling AE title; an undeclared
+caller gets no answer at all. For that we listen on ``context.extra["commitment_port"]``
+(0 or absent: an ephemeral port); the listener is shared by concurrent shipments and
+routes reports by Transaction UID. A peer that refuses the Storage Commitment context
+does not support it.
+
+The pynetdicom 3.0 trap, where pynetdicom is still used
+-------------------------------------------------------
+pynetdicom's ``send_*`` can miss a fast DIMSE response and wait out the whole DIMSE
+timeout. The cause is in ``pynetdicom/association.py``: the association's reactor thread
+(``_run_reactor``) loops ``_is_paused = True; _reactor_checkpoint.wait(); _is_paused =
+False; dimse.get_msg(block=False)``, and a sender "pauses" it with
+``_reactor_checkpoint.clear(); while not _is_paused: sleep(0.0001)`` before sending the
+request and blocking in ``dimse.get_msg(block=True)``. When the reactor has just come out
+of ``wait()`` (the checkpoint was still set) but has not yet reset ``_is_paused`` -- it is
+preempted there by the GIL -- the sender sees ``_is_paused`` true and goes on. The request
+goes out, and if the response is back in ``dimse.msg_queue`` before the reactor runs again
+(fast peers, TCP_NODELAY), the reactor's non-blocking ``get_msg`` takes it off the queue,
+``_serve_request`` drops it as "unexpected" (it is not a request), and the sender waits for
+a message that never comes. Reproduced with pynetdicom 3.0.4 and DCMTK storescp on
+loopback: a run of 3,000 small C-STOREs stalled for the full 2 s DIMSE timeout after 1,764.
+
+The C-STOREs no longer go through pynetdicom; the storage commitment association does, so
+it keeps the workaround (:func:`_own_the_message_queue`): on that association every DIMSE
+message that reaches the queue is a response to us (the peer's N-EVENT-REPORT request
+pynetdicom hands to an event handler on a thread of its own, never to the queue). The
+reactor's non-blocking reads get nothing; the sending thread's blocking read gets every
+message, and also ends at once when the peer aborts or the connection drops.
 """
 
 from __future__ import annotations
@@ -71,18 +68,17 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, cast
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.pdu_primitives import A_ASSOCIATE
-from pynetdicom.status import code_to_category
 
 from mercury.config.targets import DicomTarget, DicomTlsTarget, TargetBase
+from mercury.dicom.net import client, dimse
 from mercury.dicom.net.negotiation import (
     MERCURY_IMPLEMENTATION_CLASS_UID,
     MERCURY_IMPLEMENTATION_VERSION_NAME,
@@ -104,7 +100,6 @@ from mercury.dispatch.base import (
     Shipment,
     TargetUnreachable,
 )
-from mercury.send.association import set_nodelay, streaming_files
 from mercury.send.report import describe_status
 
 log = logging.getLogger("mercury.dispatch.dicom")
@@ -119,7 +114,6 @@ NOT_ACCEPTED = "SOP class not accepted by peer"
 _NO_COMMITMENT = (
     "the peer does not support storage commitment (it refused the Storage Commitment Push Model)"
 )
-_DUL_LOOP_DELAY = 0.0001
 _POLL_SECONDS = 0.05
 
 _COMMITMENT_FAILURES = {
@@ -508,22 +502,26 @@ class DicomSender:
                 details,
             )
         try:
-            status = assoc.send_c_echo()
-        finally:
-            self._close(assoc)
-        elapsed_ms = (time.monotonic() - started) * 1000
-        details["milliseconds"] = round(elapsed_ms)
-        if "Status" not in status:
+            response = assoc.echo()
+        except client.PeerTimeout:
             return ProbeResult(
                 False,
                 f"no answer to C-ECHO from {endpoint.called_ae} at {endpoint} within "
                 f"{target.dimse_timeout:g} s",
                 details,
             )
-        code = int(status.Status)
-        if code != 0:
+        except client.AssociationEnded as exc:
             return ProbeResult(
-                False, f"C-ECHO to {endpoint.called_ae} answered {describe_status(code)}", details
+                False, f"C-ECHO to {endpoint.called_ae} at {endpoint} failed: {exc}", details
+            )
+        assoc.release()
+        elapsed_ms = (time.monotonic() - started) * 1000
+        details["milliseconds"] = round(elapsed_ms)
+        if response.status != 0:
+            return ProbeResult(
+                False,
+                f"C-ECHO to {endpoint.called_ae} answered {describe_status(response.status)}",
+                details,
             )
         return ProbeResult(
             True,
@@ -537,10 +535,7 @@ class DicomSender:
         if not shipment.instances:
             return report
         endpoint = self._endpoint(shipment.origin)
-        commit = self.target.storage_commitment
-        batches = plan_batches(
-            shipment.instances, self.target.transfer_syntax, reserved=1 if commit else 0
-        )
+        batches = plan_batches(shipment.instances, self.target.transfer_syntax)
         if len(batches) > 1:
             report.notes.append(
                 f"sent over {len(batches)} associations: the instances' SOP classes need "
@@ -548,19 +543,22 @@ class DicomSender:
             )
         conversions: Counter[tuple[str, str, str]] = Counter()
         stored: list[OutgoingInstance] = []  # what the peer took, for storage commitment
-        with streaming_files():
-            try:
-                for index, batch in enumerate(batches):
-                    last = index == len(batches) - 1
-                    self._send_batch(
-                        endpoint, batch, shipment, report, conversions, stored, commit and last
-                    )
-            finally:
-                for (source, target, why), count in conversions.items():
-                    report.notes.append(
-                        f"converted {count} instance(s) from {syntax_name(source)} to "
-                        f"{syntax_name(target)}: {why}"
-                    )
+        try:
+            for batch in batches:
+                self._send_batch(endpoint, batch, shipment, report, conversions, stored)
+            if self.target.storage_commitment and stored:
+                report.commitments.extend(self._commit(endpoint, stored))
+                committed = sum(1 for result in report.commitments if result.committed)
+                report.notes.append(
+                    f"storage commitment: {committed} of {len(report.commitments)} "
+                    "instance(s) committed"
+                )
+        finally:
+            for (source, target, why), count in conversions.items():
+                report.notes.append(
+                    f"converted {count} instance(s) from {syntax_name(source)} to "
+                    f"{syntax_name(target)}: {why}"
+                )
         return report
 
     # -- sending --
@@ -594,46 +592,27 @@ class DicomSender:
         report: SendReport,
         conversions: Counter[tuple[str, str, str]],
         stored: list[OutgoingInstance],
-        commit: bool,
     ) -> None:
-        """Send one batch over one association; on the shipment's last association, ask
-        for storage commitment of everything ``stored`` so far."""
-        contexts = list(batch.contexts)
-        inbox: Inbox = queue.Queue()
-        handlers = []
-        if commit:
-            contexts += [(STORAGE_COMMITMENT_PUSH, syntax) for syntax in FALLBACK_SYNTAXES]
-            handlers.append((evt.EVT_N_EVENT_REPORT, _delivering_to(inbox)))
+        """Send one batch over one association."""
         try:
-            assoc = self._associate(endpoint, contexts, report.results, handlers)
+            assoc = self._associate(endpoint, batch.contexts, report.results)
         except _NoContextAccepted:
             report.results.extend(
                 InstanceResult(item.sop_instance_uid, "failed", message=NOT_ACCEPTED)
                 for item in batch.instances
             )
-            if commit:
-                report.commitments.extend(
-                    CommitmentResult(item.sop_instance_uid, False, _NO_COMMITMENT)
-                    for item in stored
-                )
             return
-        accepted: dict[str, set[str]] = {}
-        for cx in assoc.accepted_contexts:
-            if cx.as_scu:
-                accepted.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
-        message_id = 0
         finished = False
         try:
             for item in batch.instances:
                 if shipment.cancel.is_set():
                     raise _Broken("cancelled: the shipment was stopped before it was complete")
-                message_id = message_id % 0xFFFF + 1
                 route = choose_route(
                     self.target.transfer_syntax,
                     item.transfer_syntax,
-                    frozenset(accepted.get(item.sop_class_uid, ())),
+                    assoc.accepted_syntaxes(item.sop_class_uid),
                 )
-                result = self._store(assoc, item, route, message_id, conversions)
+                result = self._store(assoc, item, route, conversions)
                 report.results.append(result)
                 if result.status != "failed":
                     stored.append(item)
@@ -641,27 +620,16 @@ class DicomSender:
         except _Broken as exc:
             raise SendFailed(f"{self.describe()}: {exc}", report.results) from None
         finally:
-            if not finished:
-                self._close(assoc, abort=not shipment.cancel.is_set())
-        try:
-            if commit and stored:
-                report.commitments.extend(
-                    self._commit(assoc, endpoint, stored, message_id + 1, inbox)
-                )
-                committed = sum(1 for result in report.commitments if result.committed)
-                report.notes.append(
-                    f"storage commitment: {committed} of {len(report.commitments)} "
-                    "instance(s) committed"
-                )
-        finally:
-            self._close(assoc)
+            if finished or shipment.cancel.is_set():
+                assoc.release()
+            else:
+                assoc.abort()
 
     def _store(
         self,
-        assoc: Any,
+        assoc: client.ClientAssociation,
         item: OutgoingInstance,
         route: Route,
-        message_id: int,
         conversions: Counter[tuple[str, str, str]],
     ) -> InstanceResult:
         uid = item.sop_instance_uid
@@ -672,74 +640,88 @@ class DicomSender:
         if route.syntax is None:
             return failed(route.why)
         note = ""
-        payload: Path | Dataset = item.path
+        encoded: bytes | None = None
         if route.convert:
             try:
                 dataset = dcmread(item.path)
                 transcode(dataset, route.syntax)
+                encoded = client.encode_dataset(dataset, route.syntax)
             except TranscodeError as exc:
                 return failed(f"not sent: {exc}")
             except Exception as exc:  # unreadable file: this instance's problem only
                 return failed(f"not sent: cannot read {item.path.name}: {exc}")
-            payload = dataset
             note = (
                 f"converted from {syntax_name(item.transfer_syntax)} to "
                 f"{syntax_name(route.syntax)}: {route.why}"
             )
         if not assoc.is_established:
             raise _Broken("the peer ended the association while sending")
-        started = time.monotonic()
         try:
-            response = assoc.send_c_store(payload, msg_id=message_id)
-        except RuntimeError:  # the association ended under us
-            raise _Broken("the peer ended the association while sending") from None
-        except (ValueError, AttributeError, OSError) as exc:
-            return failed(f"not sent: {exc}")
-        if "Status" not in response:
-            waited = time.monotonic() - started
-            if waited >= self.target.dimse_timeout:
-                raise _Broken(
-                    f"no response to the C-STORE of {uid} within "
-                    f"{self.target.dimse_timeout:g} s (dimse_timeout)"
+            if encoded is None:
+                response = assoc.store_file(item.path)
+            else:
+                response = assoc.store(
+                    encoded,
+                    sop_class_uid=item.sop_class_uid,
+                    sop_instance_uid=uid,
+                    transfer_syntax=route.syntax,
                 )
+        except (client.UnsendableFile, client.ContextNotAccepted) as exc:
+            return failed(f"not sent: {exc}")
+        except client.PeerTimeout as exc:
+            why = ": the peer stopped reading it" if exc.writing else ""
             raise _Broken(
-                f"the peer aborted the association or closed the connection during the "
-                f"C-STORE of {uid}"
-            )
+                f"no response to the C-STORE of {uid} within {self.target.dimse_timeout:g} s "
+                f"(dimse_timeout){why}"
+            ) from None
+        except client.AssociationEnded as exc:
+            raise _Broken(f"the association ended during the C-STORE of {uid}: {exc}") from None
         if route.convert:
             conversions[(item.transfer_syntax, route.syntax, route.why)] += 1
-        code = int(response.Status)
-        comment = str(response.get("ErrorComment", "") or "").strip()
+        code = response.status
+        comment = response.error_comment.strip()
         text = describe_status(code) + (f": {comment}" if comment else "")
         if code == 0:
             return InstanceResult(uid, "sent", 0, note)
-        if code_to_category(code) == "Warning":
+        if response.category == "Warning":
             return InstanceResult(uid, "warning", code, "; ".join(filter(None, [text, note])))
         return failed(text, code)
 
     # -- storage commitment --
 
     def _commit(
-        self,
-        assoc: Any,
-        endpoint: _Endpoint,
-        items: Sequence[OutgoingInstance],
-        message_id: int,
-        inbox: Inbox,
+        self, endpoint: _Endpoint, items: Sequence[OutgoingInstance]
     ) -> list[CommitmentResult]:
-        target = self.target
-        if not items:
-            return []
+        """Ask for storage commitment of ``items`` on an association of its own."""
 
         def all_failed(reason: str) -> list[CommitmentResult]:
             return [CommitmentResult(item.sop_instance_uid, False, reason) for item in items]
 
-        if not assoc.is_established:
-            return all_failed("the association ended before storage commitment was requested")
-        if not any(
-            str(cx.abstract_syntax) == STORAGE_COMMITMENT_PUSH for cx in assoc.accepted_contexts
-        ):
+        inbox: Inbox = queue.Queue()
+        contexts = [(STORAGE_COMMITMENT_PUSH, syntax) for syntax in FALLBACK_SYNTAXES]
+        try:
+            assoc = self._associate_for_commitment(
+                endpoint, contexts, [(evt.EVT_N_EVENT_REPORT, _delivering_to(inbox))]
+            )
+        except _NoContextAccepted:
             return all_failed(_NO_COMMITMENT)
+        except DispatchError as exc:
+            return all_failed(f"storage commitment could not be requested: {exc}")
+        try:
+            return self._request_commitment(assoc, endpoint, items, inbox, all_failed)
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+    def _request_commitment(
+        self,
+        assoc: Any,
+        endpoint: _Endpoint,
+        items: Sequence[OutgoingInstance],
+        inbox: Inbox,
+        all_failed: Callable[[str], list[CommitmentResult]],
+    ) -> list[CommitmentResult]:
+        target = self.target
         transaction = generate_uid()
         request = Dataset()
         request.TransactionUID = transaction
@@ -762,11 +744,7 @@ class DicomSender:
             stack.callback(listener.forget, transaction)
             try:
                 status, _ = assoc.send_n_action(
-                    request,
-                    1,
-                    STORAGE_COMMITMENT_PUSH,
-                    STORAGE_COMMITMENT_INSTANCE,
-                    msg_id=message_id,
+                    request, 1, STORAGE_COMMITMENT_PUSH, STORAGE_COMMITMENT_INSTANCE
                 )
             except RuntimeError:  # the peer ended the association just before
                 return all_failed("the association ended before storage commitment was requested")
@@ -776,7 +754,7 @@ class DicomSender:
                     f"{target.dimse_timeout:g} s"
                 )
             code = int(status.Status)
-            if code_to_category(code) not in ("Success", "Warning"):
+            if dimse.status_category(code) not in ("Success", "Warning"):
                 return all_failed(
                     f"the peer refused the storage commitment request: {describe_status(code)}"
                 )
@@ -813,136 +791,173 @@ class DicomSender:
 
     # -- associations --
 
+    def _tls(self, endpoint: _Endpoint, results: Sequence[InstanceResult]) -> ssl.SSLContext | None:
+        if not isinstance(self.target, DicomTlsTarget):
+            return None
+        try:
+            return _tls_context(self.target)
+        except (OSError, ssl.SSLError) as exc:
+            raise TargetUnreachable(
+                f"{self.describe()}: cannot load the TLS key, certificate or CA certificate: {exc}",
+                results,
+            ) from None
+
     def _associate(
         self,
         endpoint: _Endpoint,
         contexts: Sequence[tuple[str, str]],
         results: Sequence[InstanceResult] = (),
-        handlers: Sequence[Any] = (),
-    ) -> Any:
-        """An established association with our workarounds applied; raises
-        TargetUnreachable (with ``results``) or _NoContextAccepted."""
+    ) -> client.ClientAssociation:
+        """An established association proposing ``contexts`` (one transfer syntax each);
+        raises TargetUnreachable (with ``results``), SendFailed or _NoContextAccepted."""
         target = self.target
-        tls_args = None
-        if isinstance(target, DicomTlsTarget):
-            try:
-                tls_args = (_tls_context(target), endpoint.host)
-            except (OSError, ssl.SSLError) as exc:
-                raise TargetUnreachable(
-                    f"{self.describe()}: cannot load the TLS key, certificate or CA "
-                    f"certificate: {exc}",
-                    results,
-                ) from None
+        tls = self._tls(endpoint, results)
+        try:
+            return client.associate(
+                endpoint.host,
+                endpoint.port,
+                calling_ae=endpoint.calling_ae,
+                called_ae=endpoint.called_ae,
+                contexts=[(sop_class, [syntax]) for sop_class, syntax in contexts],
+                ssl_context=tls,
+                connect_timeout=target.connect_timeout,
+                acse_timeout=target.connect_timeout,
+                dimse_timeout=target.dimse_timeout,
+            )
+        except ValueError as exc:  # an invalid AE title
+            raise SendFailed(f"{self.describe()}: {exc}", results) from None
+        except client.NoContextAccepted:
+            raise _NoContextAccepted from None
+        except client.DicomClientError as exc:
+            raise TargetUnreachable(self._association_problem(exc, endpoint), results) from None
+
+    def _association_problem(self, exc: client.DicomClientError, endpoint: _Endpoint) -> str:
+        """Why the association failed, in words that say what to look at."""
+        timeout = self.target.connect_timeout
+        titles = f"calling AE {endpoint.calling_ae}, called AE {endpoint.called_ae}"
+        if isinstance(exc, client.AssociationRejected):
+            return self._rejection_text(exc.result, exc.source, exc.reason, endpoint)
+        if isinstance(exc, client.ConnectFailed) and exc.stage == "connect":
+            cause = exc.cause
+            if isinstance(cause, socket.gaierror):
+                return f"cannot resolve host {endpoint.host!r} ({cause.strerror})"
+            if isinstance(cause, ConnectionRefusedError):
+                return f"connection refused at {endpoint}: nothing listens there"
+            if isinstance(cause, TimeoutError):
+                return f"no answer from {endpoint} within {timeout:g} s (connect_timeout)"
+            return f"cannot connect to {endpoint}: {cause.strerror or cause}"
+        if isinstance(exc, client.ConnectFailed):
+            return _tls_failure(exc.cause, endpoint, timeout)
+        if isinstance(exc, client.PeerTimeout):
+            return (
+                f"{endpoint} accepts connections but did not answer the association request "
+                f"within {timeout:g} s (connect_timeout): is it a DICOM node?"
+            )
+        if isinstance(exc, client.ConnectionClosed):
+            tls = self._tls(endpoint, ())
+            problem = _tls_problem(endpoint, tls, timeout) if tls is not None else None
+            return problem or (
+                f"{endpoint} closed the connection instead of answering the association "
+                f"request ({titles})"
+            )
+        if isinstance(exc, client.PeerAborted):
+            return (
+                f"{endpoint} aborted the association request (A-ABORT source {exc.source}, "
+                f"reason {exc.reason}; {titles})"
+            )
+        return f"{endpoint}: association failed: {exc}"
+
+    def _rejection_text(self, result: int, source: int, reason: int, endpoint: _Endpoint) -> str:
+        permanence = "" if result == 1 else " for now"
+        why = _REJECT_REASONS.get(
+            (source, reason), f"reason code {reason} from source {source}"
+        ).format(calling=endpoint.calling_ae, called=endpoint.called_ae)
+        return f"association rejected{permanence} by {endpoint.called_ae} at {endpoint}: {why}"
+
+    def _associate_for_commitment(
+        self, endpoint: _Endpoint, contexts: Sequence[tuple[str, str]], handlers: Sequence[Any]
+    ) -> Any:
+        """A pynetdicom association for the N-ACTION and the N-EVENT-REPORT, with the
+        message queue workaround; raises TargetUnreachable, SendFailed or
+        _NoContextAccepted."""
+        target = self.target
+        tls = self._tls(endpoint, ())
         try:
             ae = AE(ae_title=endpoint.calling_ae)
         except ValueError as exc:
-            raise SendFailed(f"{self.describe()}: {exc}", results) from None
+            raise SendFailed(f"{self.describe()}: {exc}") from None
         ae.implementation_class_uid = MERCURY_IMPLEMENTATION_CLASS_UID
         ae.implementation_version_name = MERCURY_IMPLEMENTATION_VERSION_NAME
         ae.connection_timeout = target.connect_timeout
         ae.acse_timeout = target.connect_timeout
         ae.dimse_timeout = target.dimse_timeout
-        # pynetdicom's idle timer counts only data received, so it would abort a long upload
-        # of a large dataset; every wait of ours has its own deadline instead (see
-        # _own_the_message_queue and _await_reports).
+        # pynetdicom's idle timer counts only data received; every wait of ours has its
+        # own deadline instead (see _own_the_message_queue and _await_reports).
         ae.network_timeout = None
         for sop_class, syntax in contexts:
             ae.add_requested_context(sop_class, [syntax])
-        asked = time.monotonic()
         try:
             assoc = ae.associate(
                 endpoint.host,
                 endpoint.port,
                 ae_title=endpoint.called_ae,
-                tls_args=tls_args,
+                tls_args=(tls, endpoint.host) if tls is not None else None,
                 evt_handlers=list(handlers),
             )
         except (OSError, ValueError) as exc:
-            raise TargetUnreachable(f"{self.describe()}: cannot connect: {exc}", results) from None
+            raise TargetUnreachable(f"cannot connect to {endpoint}: {exc}") from None
         if assoc.is_established:
             _own_the_message_queue(assoc, target.dimse_timeout)
-            set_nodelay(assoc)
-            # pynetdicom's DUL thread sleeps 1 ms whenever it finds nothing to do, which
-            # costs up to two of those per C-STORE round trip. The association lives only
-            # while a job is sent, so a shorter nap costs little CPU and saves most of it.
-            assoc.dul._run_loop_delay = _DUL_LOOP_DELAY
             return assoc
         primitive = assoc.acceptor.primitive
-        rejection = primitive if assoc.is_rejected else _unread_rejection(assoc)
+        rejection: Any = primitive if assoc.is_rejected else _unread_rejection(assoc)
         if rejection is not None:
-            raise TargetUnreachable(self._rejection_text(rejection, endpoint), results)
+            raise TargetUnreachable(
+                self._rejection_text(
+                    int(rejection.result),
+                    int(rejection.result_source),
+                    int(rejection.diagnostic),
+                    endpoint,
+                )
+            )
         if primitive is not None and getattr(primitive, "result", None) == 0:
             raise _NoContextAccepted
-        waited = time.monotonic() - asked
-        raise TargetUnreachable(self._connection_problem(endpoint, tls_args, waited), results)
-
-    def _rejection_text(self, primitive: Any, endpoint: _Endpoint) -> str:
-        permanence = "" if primitive.result == 1 else " for now"
-        reason = _REJECT_REASONS.get(
-            (primitive.result_source, primitive.diagnostic),
-            f"reason code {primitive.diagnostic} from source {primitive.result_source}",
-        ).format(calling=endpoint.calling_ae, called=endpoint.called_ae)
-        return f"association rejected{permanence} by {endpoint.called_ae} at {endpoint}: {reason}"
-
-    def _connection_problem(
-        self, endpoint: _Endpoint, tls_args: tuple[ssl.SSLContext, str] | None, waited: float
-    ) -> str:
-        """Why the association failed without an answer, found by connecting again."""
-        timeout = self.target.connect_timeout
-        try:
-            sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout)
-        except socket.gaierror as exc:
-            return f"cannot resolve host {endpoint.host!r} ({exc.strerror})"
-        except ConnectionRefusedError:
-            return f"connection refused at {endpoint}: nothing listens there"
-        except TimeoutError:
-            return f"no answer from {endpoint} within {timeout:g} s (connect_timeout)"
-        except OSError as exc:
-            return f"cannot connect to {endpoint}: {exc.strerror or exc}"
-        with sock:
-            if tls_args is not None:
-                problem = _tls_problem(sock, tls_args, endpoint, timeout)
-                if problem:
-                    return problem
-        if waited < timeout * 0.9:
-            return (
-                f"{endpoint} closed the connection instead of answering the association "
-                f"request (calling AE {endpoint.calling_ae}, called AE {endpoint.called_ae})"
-            )
-        return (
-            f"{endpoint} accepts connections but did not answer the association request "
-            f"within {timeout:g} s (connect_timeout): is it a DICOM node?"
+        raise TargetUnreachable(
+            f"{endpoint} did not accept an association (no answer, or the connection was closed)"
         )
 
-    def _close(self, assoc: Any, abort: bool = False) -> None:
-        """Release (or abort) the association if it is still up."""
-        if assoc.is_established:
-            if abort:
-                assoc.abort()
-            else:
-                assoc.release()
 
-
-def _tls_problem(
-    sock: socket.socket, tls_args: tuple[ssl.SSLContext, str], endpoint: _Endpoint, timeout: float
-) -> str | None:
-    """What goes wrong in a TLS handshake with the peer, if anything."""
-    context, hostname = tls_args
-    try:
-        with context.wrap_socket(sock, server_hostname=hostname) as tls_sock:
-            # TLS 1.3 servers judge our certificate after the handshake: read their verdict.
-            tls_sock.settimeout(min(timeout, 1.0))
-            with contextlib.suppress(TimeoutError):
-                tls_sock.recv(1)
-    except ssl.SSLCertVerificationError as exc:
+def _tls_failure(cause: OSError, endpoint: _Endpoint, timeout: float) -> str:
+    if isinstance(cause, ssl.SSLCertVerificationError):
         return (
             f"TLS handshake with {endpoint} failed: the peer's certificate is not trusted "
-            f"({exc.verify_message}); check ca_cert"
+            f"({cause.verify_message}); check ca_cert"
         )
-    except ssl.SSLError as exc:
-        return f"TLS handshake with {endpoint} failed: {exc.reason or exc}"
-    except OSError as exc:
-        return f"TLS handshake with {endpoint} failed: {exc.strerror or exc}"
+    if isinstance(cause, TimeoutError):
+        return f"TLS handshake with {endpoint} failed: no answer within {timeout:g} s"
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS handshake with {endpoint} failed: {cause.reason or cause}"
+    return f"TLS handshake with {endpoint} failed: {cause.strerror or cause}"
+
+
+def _tls_problem(endpoint: _Endpoint, context: ssl.SSLContext, timeout: float) -> str | None:
+    """What goes wrong in a TLS handshake with the peer, if anything: asked when a TLS peer
+    closed the connection instead of answering the association request, which is what a
+    TLS 1.3 server refusing our certificate can look like."""
+    try:
+        sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout)
+    except OSError:
+        return None
+    try:
+        with context.wrap_socket(sock, server_hostname=endpoint.host) as tls_sock:
+            # TLS 1.3 servers judge our certificate after the handshake: read their verdict.
+            tls_sock.settimeout(min(timeout, 1.0))
+            with contextlib.suppress(TimeoutError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                tls_sock.recv(1)
+    except OSError as exc:  # ssl.SSLError included
+        return _tls_failure(exc, endpoint, timeout)
+    finally:
+        sock.close()
     return None
 
 
