@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import socket
-from typing import Any
 
 from pydicom._uid_dict import UID_dictionary
-from pynetdicom.pdu_primitives import A_ASSOCIATE
 
+from mercury.dicom.net import client
 from mercury.send.report import Timeouts
 
 
@@ -33,83 +32,87 @@ _REJECT_REASONS: dict[tuple[int, int], str] = {
 }
 
 
-def _rejection(primitive: Any, called_ae: str, calling_ae: str) -> str:
-    result = "permanently" if primitive.result == 1 else "for now (transient)"
-    source = _REJECT_SOURCES.get(primitive.result_source, "the peer")
+def _rejection(rejected: client.AssociationRejected, called_ae: str, calling_ae: str) -> str:
+    result = "permanently" if rejected.result == 1 else "for now (transient)"
+    source = _REJECT_SOURCES.get(rejected.source, "the peer")
     reason = _REJECT_REASONS.get(
-        (primitive.result_source, primitive.diagnostic), f"reason code {primitive.diagnostic}"
+        (rejected.source, rejected.reason), f"reason code {rejected.reason}"
     ).format(called=called_ae, calling=calling_ae)
     return f"association rejected {result} by {source}: {reason}"
 
 
-def connection_problem(host: str, port: int, timeouts: Timeouts, waited: float) -> str:
-    """Why the association failed without an answer, found by trying a plain TCP connection."""
-    try:
-        with socket.create_connection((host, port), timeout=timeouts.connect):
-            pass
-    except socket.gaierror as exc:
-        return f"cannot resolve host '{host}' ({exc.strerror}): check the host name"
-    except ConnectionRefusedError:
+def _connect_problem(cause: OSError, host: str, port: int, timeouts: Timeouts) -> str:
+    if isinstance(cause, socket.gaierror):
+        return f"cannot resolve host '{host}' ({cause.strerror}): check the host name"
+    if isinstance(cause, ConnectionRefusedError):
         return (
             f"connection refused by {host}:{port}: nothing listens there; check that the "
             "receiver is running and the port is right"
         )
-    except TimeoutError:
+    if isinstance(cause, TimeoutError):
         return (
             f"no answer from {host}:{port} within {timeouts.connect:g} s: check the address, "
             "the network and firewalls (or raise --connect-timeout)"
         )
-    except OSError as exc:
-        return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
-    if waited < timeouts.acse:
+    return f"cannot connect to {host}:{port}: {cause.strerror or cause}"
+
+
+def association_failure(
+    exc: client.DicomClientError,
+    destination: tuple[str, int],
+    called_ae: str,
+    calling_ae: str,
+    timeouts: Timeouts,
+) -> str:
+    """What went wrong when asking for the association, and what to check."""
+    host, port = destination
+    if isinstance(exc, client.AssociationRejected):
+        return _rejection(exc, called_ae, calling_ae)
+    if isinstance(exc, client.NoContextAccepted):
+        refused = sorted({uid_name(context.abstract_syntax) for context in exc.contexts})
+        return (
+            "the peer accepted the association but none of its presentation contexts: it "
+            "stores none of these SOP classes in these transfer syntaxes: " + ", ".join(refused)
+        )
+    if isinstance(exc, client.ConnectFailed):
+        return _connect_problem(exc.cause, host, port, timeouts)
+    if isinstance(exc, client.PeerTimeout):
+        return (
+            f"{host}:{port} accepts connections but did not answer the association request "
+            f"within {timeouts.acse:g} s: is it a DICOM receiver? (or raise --acse-timeout)"
+        )
+    if isinstance(exc, client.ConnectionClosed):
         return (
             f"{host}:{port} closed the connection instead of answering the association "
             "request: the peer refused it without a reason; check that it accepts our AE "
             "title and address, and answers to the called AE title"
         )
-    return (
-        f"{host}:{port} accepts connections but did not answer the association request "
-        f"within {timeouts.acse:g} s: is it a DICOM receiver? (or raise --acse-timeout)"
-    )
-
-
-def _unread_rejection(assoc: Any) -> Any | None:
-    """An A-ASSOCIATE-RJ that pynetdicom received but did not act on.
-
-    A peer that rejects and closes the connection at once (storescp --refuse does) can
-    make pynetdicom 3.0 see the closed socket first and report a failed connection; the
-    rejection, with its reason, is then still in the DUL's queue.
-    """
-    try:
-        pending = list(assoc.dul.to_user_queue.queue)
-    except AttributeError:  # pragma: no cover - pynetdicom internals changed
-        return None
-    for item in pending:
-        if isinstance(item, A_ASSOCIATE) and item.result in (1, 2):
-            return item
-    return None
-
-
-def association_failure(
-    assoc: Any,
-    destination: tuple[str, int],
-    called_ae: str,
-    calling_ae: str,
-    timeouts: Timeouts,
-    waited: float,
-) -> str:
-    primitive = assoc.acceptor.primitive
-    if assoc.is_rejected and primitive is not None:
-        return _rejection(primitive, called_ae, calling_ae)
-    unread = _unread_rejection(assoc)
-    if unread is not None:
-        return _rejection(unread, called_ae, calling_ae)
-    if primitive is not None and getattr(primitive, "result", None) == 0:
-        refused = sorted({uid_name(str(cx.abstract_syntax)) for cx in assoc.rejected_contexts})
+    if isinstance(exc, client.PeerAborted):
         return (
-            "the peer accepted the association but none of its presentation contexts: it "
-            "stores none of these SOP classes in these transfer syntaxes: " + ", ".join(refused)
+            f"the peer aborted the association request (A-ABORT source {exc.source}, "
+            f"reason {exc.reason})"
         )
-    if assoc.is_aborted and primitive is None:
-        return connection_problem(*destination, timeouts, waited)
-    return "the peer aborted the association request"
+    return f"{host}:{port} answered the association request with something unusable: {exc}"
+
+
+def ended_while_sending(exc: client.AssociationEnded, timeouts: Timeouts) -> tuple[str, str]:
+    """(the comment for the file being sent, the error for the whole send)."""
+    if isinstance(exc, client.PeerTimeout) and exc.writing:
+        return (
+            f"not stored: the peer stopped reading it for {exc.seconds:g} s",
+            "the association ended while sending: the peer stopped reading for "
+            f"{exc.seconds:g} s (raise --network-timeout if the peer is slow)",
+        )
+    if isinstance(exc, client.PeerTimeout):
+        return (
+            f"no response within the DIMSE timeout ({timeouts.dimse:g} s)",
+            f"the association ended while sending: no response within {timeouts.dimse:g} s "
+            "(raise --dimse-timeout if the peer is slow)",
+        )
+    if isinstance(exc, client.PeerAborted):
+        return (
+            "not stored: the peer aborted the association",
+            f"the association ended while sending: the peer aborted it (A-ABORT source "
+            f"{exc.source}, reason {exc.reason})",
+        )
+    return f"not stored: {exc}", f"the association ended while sending: {exc}"

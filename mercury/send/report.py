@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pynetdicom.status import GENERAL_STATUS, STORAGE_SERVICE_CLASS_STATUS, code_to_category
+from pynetdicom.status import GENERAL_STATUS, STORAGE_SERVICE_CLASS_STATUS
 
+from mercury.dicom.net.dimse import status_category
 from mercury.send.files import Skipped
 
 NOT_SENT = "not sent: the association failed before this file"
@@ -16,7 +17,8 @@ NOT_SENT = "not sent: the association failed before this file"
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """Seconds to wait: TCP connect, association setup and release, each C-STORE
-    response, and an idle connection."""
+    response (from the last byte of the request sent), and a stalled connection (the peer
+    not reading what we send)."""
 
     connect: float = 10.0
     acse: float = 30.0
@@ -42,7 +44,7 @@ class FileResult:
         """success, warning (stored, with a remark) or failure (not stored)."""
         if self.status is None:
             return "failure"
-        category = code_to_category(self.status)
+        category = status_category(self.status)
         if category == "Success":
             return "success"
         return "warning" if category == "Warning" else "failure"

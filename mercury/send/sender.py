@@ -6,6 +6,9 @@ decoded and re-encoded in an uncompressed little endian transfer syntax the peer
 when pydicom can do that (compressed files need pydicom's decoders; big endian files are
 not converted). Problems are reported per file and per association, with what to do about
 them, never raised at the caller.
+
+The associations are mercury's own requestor's (:mod:`mercury.dicom.net.client`): one
+blocking socket on the calling thread, TCP_NODELAY set.
 """
 
 from __future__ import annotations
@@ -13,26 +16,19 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
-from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from mercury.dicom.net import client
 from mercury.dicom.syntax import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
 )
-from mercury.send.association import (
-    make_ae,
-    responses_only_for_the_sender,
-    set_nodelay,
-    streaming_files,
-)
 from mercury.send.contexts import FALLBACK_SYNTAXES, plan_associations
-from mercury.send.diagnose import association_failure, connection_problem, uid_name
+from mercury.send.diagnose import association_failure, ended_while_sending, uid_name
 from mercury.send.files import DicomFile, Skipped, find_dicom_files
 from mercury.send.report import NOT_SENT, FileResult, SendProgress, SendReport, Timeouts
 
@@ -57,45 +53,61 @@ def _prepare_dataset(item: DicomFile) -> Dataset:
     return dataset
 
 
-def _send_one(assoc: Any, item: DicomFile, accepted: set[tuple[str, str]]) -> FileResult:
+class _Ended(Exception):
+    """The association ended while sending ``result``'s file."""
+
+    def __init__(self, result: FileResult, error: str) -> None:
+        super().__init__(error)
+        self.result = result
+        self.error = error
+
+
+def _send_one(assoc: client.ClientAssociation, item: DicomFile, timeouts: Timeouts) -> FileResult:
+    """Send one file; raises _Ended if the association ends meanwhile."""
+
     def result(status: int | None, comment: str = "") -> FileResult:
         return FileResult(item.path, item.sop_instance_uid, item.size, status, comment)
 
-    if (item.sop_class_uid, item.transfer_syntax_uid) in accepted:
-        target: Path | Dataset = item.path  # streamed as stored
-    elif item.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN:
-        # pydicom does not byte-swap OW/OF/... values (pixel data) when changing byte order.
-        return result(
-            None,
-            "the peer does not accept Explicit VR Big Endian and big endian files are not "
-            "converted (their pixel data would need byte swapping); convert the file to "
-            "little endian first, e.g. with DCMTK: dcmconv +te IN OUT",
-        )
-    elif any((item.sop_class_uid, syntax) in accepted for syntax in FALLBACK_SYNTAXES):
-        try:
-            target = _prepare_dataset(item)
-        except Exception as exc:  # any decoder failure is this file's failure, not the send's
+    accepted = assoc.accepted_syntaxes(item.sop_class_uid)
+    fallback = next((syntax for syntax in FALLBACK_SYNTAXES if syntax in accepted), None)
+    try:
+        if item.transfer_syntax_uid in accepted:
+            response = assoc.store_file(item.path)  # streamed as stored
+        elif item.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN and accepted:
+            # pydicom does not byte-swap OW/OF/... values (pixel data) when changing order.
             return result(
                 None,
-                f"the peer does not accept {uid_name(item.transfer_syntax_uid)} and the "
-                f"file could not be converted: {exc}",
+                "the peer does not accept Explicit VR Big Endian and big endian files are not "
+                "converted (their pixel data would need byte swapping); convert the file to "
+                "little endian first, e.g. with DCMTK: dcmconv +te IN OUT",
             )
-    else:
-        return result(
-            None,
-            f"the peer does not accept {uid_name(item.sop_class_uid)}: configure it to store "
-            "this SOP class",
-        )
-    try:
-        response = assoc.send_c_store(target)
-    except (ValueError, AttributeError, OSError) as exc:
+        elif fallback is not None:
+            try:
+                encoded = client.encode_dataset(_prepare_dataset(item), fallback)
+            except Exception as exc:  # any decoder failure is this file's, not the send's
+                return result(
+                    None,
+                    f"the peer does not accept {uid_name(item.transfer_syntax_uid)} and the "
+                    f"file could not be converted: {exc}",
+                )
+            response = assoc.store(
+                encoded,
+                sop_class_uid=item.sop_class_uid,
+                sop_instance_uid=item.sop_instance_uid,
+                transfer_syntax=fallback,
+            )
+        else:
+            return result(
+                None,
+                f"the peer does not accept {uid_name(item.sop_class_uid)}: configure it to "
+                "store this SOP class",
+            )
+    except (client.UnsendableFile, client.ContextNotAccepted) as exc:
         return result(None, f"not sent: {exc}")
-    if "Status" not in response:
-        why = "no response within the DIMSE timeout, or the association was aborted"
-        return result(None, why)
-    status = int(response.Status)
-    comment = str(response.get("ErrorComment", "") or "")
-    return result(status, comment)
+    except client.AssociationEnded as exc:
+        comment, error = ended_while_sending(exc, timeouts)
+        raise _Ended(result(None, comment), error) from None
+    return result(response.status, response.error_comment)
 
 
 def send_dicom_files(
@@ -110,8 +122,7 @@ def send_dicom_files(
     skipped: Iterable[Skipped] = (),
 ) -> SendReport:
     """Send already inspected files (see :func:`mercury.send.files.find_dicom_files`)."""
-    with streaming_files():
-        return _send(files, host, port, called_ae, calling_ae, progress, timeouts, skipped)
+    return _send(files, host, port, called_ae, calling_ae, progress, timeouts, skipped)
 
 
 def _send(
@@ -155,45 +166,38 @@ def _send(
         classes = {context.sop_class_uid for context in contexts}
         batch = [item for item in remaining if item.sop_class_uid in classes]
         remaining = [item for item in remaining if item.sop_class_uid not in classes]
-        ae = make_ae(calling_ae, contexts, timeouts)
         report.associations += 1
-        asked = time.monotonic()
         try:
-            assoc = ae.associate(host, port, ae_title=called_ae)
-        except OSError:  # name resolution fails before pynetdicom's own handling
-            report.error = connection_problem(host, port, timeouts, 0.0)
-            not_sent([*batch, *remaining])
-            break
-        if not assoc.is_established:
-            waited = time.monotonic() - asked
-            report.error = association_failure(
-                assoc, (host, port), called_ae, calling_ae, timeouts, waited
+            assoc = client.associate(
+                host,
+                port,
+                calling_ae=calling_ae,
+                called_ae=called_ae,
+                contexts=[(c.sop_class_uid, c.transfer_syntaxes) for c in contexts],
+                connect_timeout=timeouts.connect,
+                acse_timeout=timeouts.acse,
+                dimse_timeout=timeouts.dimse,
+                write_timeout=timeouts.network,
             )
+        except client.DicomClientError as exc:
+            report.error = association_failure(exc, (host, port), called_ae, calling_ae, timeouts)
             not_sent([*batch, *remaining])
             break
-        responses_only_for_the_sender(assoc)
-        set_nodelay(assoc)
-        accepted = {
-            (str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts
-        }
         finished = False
         try:
             for index, item in enumerate(batch):
-                record(_send_one(assoc, item, accepted))
-                if not assoc.is_established:
-                    report.error = (
-                        "the association ended while sending (the peer aborted, or no "
-                        f"response within {timeouts.dimse:g} s: raise --dimse-timeout if the "
-                        "peer is slow)"
-                    )
+                try:
+                    record(_send_one(assoc, item, timeouts))
+                except _Ended as ended:
+                    record(ended.result)
+                    report.error = ended.error
                     not_sent([*batch[index + 1 :], *remaining])
                     remaining = []
                     break
             finished = True
         finally:
-            if assoc.is_established:
-                # Release after the last file; abort if something unexpected broke the loop.
-                assoc.release() if finished else assoc.abort()
+            # Release after the last file; abort if something unexpected broke the loop.
+            assoc.release() if finished else assoc.abort()
         if report.error is not None:
             break
     report.elapsed = time.monotonic() - started
