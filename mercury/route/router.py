@@ -36,6 +36,10 @@ from mercury.store.models import (
 
 log = logging.getLogger("mercury.route")
 
+FORCE_REQUESTED = "force_requested"
+"""A study's completion_reason while a user's request to complete it now waits for the
+next scan (POST /api/studies/{uid}/force-complete): its pending rules proceed at once."""
+
 Clock = Callable[[], datetime]
 
 
@@ -367,7 +371,8 @@ class Router:
         study.pending_rules = pending
         if study.state != "receiving":
             study.state = "receiving"  # a late series re-opens a routed study
-        study.completion_reason = None
+        if study.completion_reason != FORCE_REQUESTED:
+            study.completion_reason = None
 
     def _study_candidates(self, limit: int) -> list[str]:
         with self._sessions() as session:
@@ -420,6 +425,8 @@ class Router:
                     quiet=timedelta(seconds=timings.study_complete_trigger),
                     force_after=timedelta(seconds=timings.study_forcecomplete_trigger),
                 )
+                if reason is None and study.completion_reason == FORCE_REQUESTED:
+                    reason = "manual"
                 if reason is None:
                     continue
                 if reason == "force":
@@ -452,7 +459,8 @@ class Router:
         )
         done = {name for name, _ in ready} | set(forced)
         study.pending_rules = [n for n in study.pending_rules if n not in done]
-        reason = "force" if forced else "complete"
+        manual = study.completion_reason == FORCE_REQUESTED
+        reason = "force" if forced else ("manual" if manual else "complete")
         discarded = bool(forced) and not ready and "discard" in forced.values()
         decision = DecisionRow(
             decided_at=now,
