@@ -170,7 +170,7 @@ def plan_batches(
     instances: Sequence[OutgoingInstance], policy: str, reserved: int = 0
 ) -> list[Batch]:
     """Group the instances by SOP class into as few associations as the context limit
-    allows; ``reserved`` contexts per association are kept free (storage commitment)."""
+    allows; ``reserved`` contexts per association are kept free for other uses."""
     by_class: dict[str, list[OutgoingInstance]] = {}
     for item in instances:
         by_class.setdefault(item.sop_class_uid, []).append(item)
