@@ -42,6 +42,7 @@ def _register() -> None:
         serve_cmd,
         status_cmd,
         target_cmd,
+        users_cmd,
     )
 
     for module in (
@@ -55,6 +56,7 @@ def _register() -> None:
         target_cmd,
         jobs_cmd,
         clean_cmd,
+        users_cmd,
     ):
         module.register(app)
 
