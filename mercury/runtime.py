@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import Engine
 
@@ -19,6 +20,9 @@ class Runtime:
     spool: Spool
     writer: IndexWriter
     removed_temp_files: int = 0
+    # Set by `mercury serve`: the configuration file, and each service's state (for health).
+    config_path: Path | None = None
+    services: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def open(cls, config: MercuryConfig) -> Runtime:

@@ -20,7 +20,8 @@ def serve(
     only: list[str] = typer.Option(
         [],
         "--only",
-        help="Run only this service (repeatable): receiver. Default: all of them.",
+        help="Run only this service (repeatable), such as receiver, router, processor, "
+        "dispatcher or web. Default: all of them.",
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
@@ -37,17 +38,17 @@ def serve(
 
     def ready(services: list[Service]) -> None:
         for service in services:
-            console.print(f"[green]ready[/] {service.describe()}", highlight=False)
+            console.print(f"[green]ready[/] {service.describe()}", highlight=False, soft_wrap=True)
         console.print(f"mercury is running with {config}; press Ctrl+C to stop.")
 
     try:
-        asyncio.run(run(cfg, only, on_ready=ready))
+        asyncio.run(run(cfg, only, on_ready=ready, config_path=config))
     except (ValueError, DatabaseError) as exc:
         print_error(str(exc))
         raise typer.Exit(2) from exc
     except OSError as exc:
         print_error(
-            f"cannot start: {exc}. Is another program using port "
-            f"{cfg.receiver.port}? Change receiver.port in {config}."
+            f"cannot start: {exc}. Is another program using port {cfg.receiver.port} (DICOM) "
+            f"or {cfg.web.port} (web)? Change receiver.port or web.port in {config}."
         )
         raise typer.Exit(2) from exc
