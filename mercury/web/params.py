@@ -58,7 +58,11 @@ StudyUid = Annotated[
 TargetName = Annotated[str, Path(pattern=NAME_PATTERN, description="Target name.")]
 UserPath = Annotated[str, Path(pattern=USER_PATTERN, description="User name.")]
 JobId = Annotated[
-    str, Path(pattern=JOB_ID_PATTERN, description="Job id, or an unambiguous prefix of 8 or more.")
+    str,
+    Path(
+        pattern=JOB_ID_PATTERN,
+        description="Job id, or an unambiguous prefix of 4 or more characters.",
+    ),
 ]
 VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION, description="Version number.")]
 
