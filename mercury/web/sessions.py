@@ -33,13 +33,18 @@ def session_key(session: Session, config: MercuryConfig, *, now: datetime) -> by
     secret = config.web.session_secret
     if secret is not None:
         return secret.get_secret_value().encode("utf-8")
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    session.execute(
-        insert(WebKeyRow)
-        .values(name=SESSION_KEY_NAME, value=secrets.token_hex(32), created_at=now)
-        .on_conflict_do_nothing(index_elements=["name"])
-    )
-    value = session.scalars(select(WebKeyRow.value).where(WebKeyRow.name == SESSION_KEY_NAME)).one()
+    query = select(WebKeyRow.value).where(WebKeyRow.name == SESSION_KEY_NAME)
+    value = session.scalars(query).first()
+    if value is None:  # the first login of this installation: make the key, once
+        insert = (
+            postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        )
+        session.execute(
+            insert(WebKeyRow)
+            .values(name=SESSION_KEY_NAME, value=secrets.token_hex(32), created_at=now)
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        value = session.scalars(query).one()
     return value.encode("ascii")
 
 

@@ -27,11 +27,11 @@ def test_a_delivered_series_is_cleaned_and_journaled(tmp_path: Path) -> None:
     config = write_config(tmp_path, port)
     config.write_text(
         config.read_text()
-        + f"""
-timings: {{cleaner_scan_interval: 1}}
-retention: {{success: 1}}
+        + """
+timings: {cleaner_scan_interval: 1}
+retention: {success: 1}
 targets:
-  nowhere: {{target_type: dummy}}
+  nowhere: {target_type: dummy}
 rules:
   all:
     rule: "True"

@@ -3,10 +3,12 @@ changes, atomically; an invalid one changes nothing), history, diff, restore."""
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -269,3 +271,28 @@ def test_a_json_configuration_file(tmp_path: Path, db_url: str, app: FastAPI) ->
     applied = apply(client, admin, json.dumps(data, indent=2))
     assert applied.status_code == 200
     assert json.loads(path.read_text())["appliance_name"] == "json box"
+
+
+@sqlite_only
+def test_a_file_that_cannot_be_written_records_nothing(
+    client: TestClient,
+    admin: Account,
+    config_path: Path,
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def full(*_args: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("mercury.web.configfile.atomic_write_text", full)
+    before = config_path.read_text()
+    answer = apply(client, admin, before + NEW_RULE)
+    assert answer.status_code == 500
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert "No space left on device" in answer.json()["detail"]
+    assert config_path.read_text() == before
+    assert versions(engine) == 1
+    with Session(engine) as session:
+        assert (
+            session.scalars(select(EventRow).where(EventRow.kind == "config.changed")).all() == []
+        )

@@ -162,6 +162,12 @@ def validate_config(_user: Viewer, context: Context, body: Submission) -> schema
 def _applied(context: Context, text: str, **how: Any) -> schemas.Applied:
     try:
         outcome = apply_text(context, text, **how)
+    except OSError as exc:
+        raise Problem(
+            500,
+            f"cannot write {context.config_file.path}: {exc.strerror or exc}; nothing was changed",
+            title="Configuration not written",
+        ) from None
     except ConfigRejected as exc:
         errors = _issues(exc.issues)
         raise Problem(
