@@ -15,7 +15,7 @@ from mercury import __version__
 from mercury.config.models import MercuryConfig
 from mercury.store.db import make_engine, upgrade
 from mercury.store.models import utcnow
-from mercury.web import docs, metrics, problems
+from mercury.web import docs, metrics, problems, ui
 from mercury.web.apply import record_file
 from mercury.web.configfile import ConfigFile
 from mercury.web.context import WebContext
@@ -92,6 +92,8 @@ def create_app(
     app.include_router(api)
     app.include_router(metrics.router)
     app.include_router(docs.router)
+    app.include_router(ui.router)
+    app.mount("/static", ui.static_files(), name="static")
     app.middleware("http")(_headers)
     return app
 
