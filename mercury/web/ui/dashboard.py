@@ -212,7 +212,7 @@ def snapshot(context: WebContext, session: Session) -> Snapshot:
             .join(StudyRow, StudyRow.study_uid == SeriesRow.study_uid, isouter=True)
             .order_by(SeriesRow.last_received_at.desc(), SeriesRow.series_uid.desc())
             .limit(8)
-        ).tuples()
+        )
     ]
     return Snapshot(
         now=now,
