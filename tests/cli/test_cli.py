@@ -14,7 +14,7 @@ import typer.main
 
 from mercury.cli import app
 from tests.conftest import MercuryProcess
-from tests.helpers import free_port, make_small_images, wait_for
+from tests.helpers import free_port, make_small_images, port_open, wait_for
 
 EXE = shutil.which("mercury", path=str(Path(sys.executable).parent)) or "mercury"
 
@@ -57,7 +57,8 @@ def test_the_foundation_commands_exist() -> None:
 def demo(tmp_path: Path) -> Iterator[MercuryProcess]:
     """`mercury init` then `mercury serve` on its demo configuration, as the README says."""
     port = free_port()
-    result = run("init", str(tmp_path / "demo"), "--port", str(port))
+    web_port = free_port()
+    result = run("init", str(tmp_path / "demo"), "--port", str(port), "--web-port", str(web_port))
     assert result.returncode == 0, result.stderr
     config = tmp_path / "demo" / "mercury.yaml"
     assert config.exists()
@@ -107,6 +108,37 @@ def test_serve_prints_where_it_listens(demo: MercuryProcess) -> None:
     text = demo.log.read_text()
     assert "DICOM receiver on" in text
     assert str(demo.port) in text
+
+
+def test_the_demo_has_a_web_admin(demo: MercuryProcess) -> None:
+    """init makes the first web user and says its password; serve says where the web is."""
+    import httpx
+    import yaml
+
+    secret = demo.config.parent / "initial-admin-password"
+    password = secret.read_text().strip()
+    assert len(password) >= 12
+    assert secret.stat().st_mode & 0o077 == 0
+    web_port = yaml.safe_load(demo.config.read_text())["web"]["port"]
+    log = wait_for(lambda: "web interface" in demo.log.read_text() and demo.log.read_text(), 30)
+    assert f":{web_port}" in log
+    base = f"http://127.0.0.1:{web_port}"
+    wait_for(lambda: port_open(web_port), 30, "the web port")
+    with httpx.Client(base_url=base) as client:
+        answer = client.post("/api/login", json={"name": "admin", "password": password})
+        assert answer.status_code == 200, answer.text
+        assert client.get("/api/me").json()["role"] == "admin"
+        refused = client.post("/api/login", json={"name": "admin", "password": "wrong-" + password})
+        assert refused.status_code == 401
+
+
+def test_init_again_keeps_the_users(tmp_path: Path) -> None:
+    assert run("init", str(tmp_path / "d")).returncode == 0
+    first = (tmp_path / "d" / "initial-admin-password").read_text()
+    again = run("init", str(tmp_path / "d"), "--force")
+    assert again.returncode == 0, again.stderr
+    assert "first web user" not in again.stdout
+    assert (tmp_path / "d" / "initial-admin-password").read_text() == first
 
 
 def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
