@@ -162,6 +162,7 @@ def _write_config(folder: Path, port: int, workers: int) -> Path:
     config = folder / "mercury.yaml"
     config.write_text(
         f"receiver: {{host: 127.0.0.1, port: {port}, ae_titles: [MERCURY]}}\n"
+        f"web: {{host: 127.0.0.1, port: {free_port()}}}\n"
         f"storage: {{spool: {folder / 'spool'}, "
         f"database: 'sqlite:///{folder / 'mercury.db'}', reserve_mb: 0}}\n"
         f"processing: {{workers: {workers}, persistence_folder: {folder / 'persistence'}}}\n"

@@ -55,6 +55,7 @@ def mercury(folder: Path) -> Iterator[int]:
     config = folder / "mercury.yaml"
     config.write_text(
         f"receiver: {{host: 127.0.0.1, port: {port}, ae_titles: [MERCURY]}}\n"
+        f"web: {{host: 127.0.0.1, port: {free_port()}}}\n"
         f"storage: {{spool: {folder / 'spool'}, "
         f"database: 'sqlite:///{folder / 'mercury.db'}', reserve_mb: 0}}\n"
     )

@@ -144,6 +144,7 @@ def rules_config() -> dict[str, Any]:
 def config_data(spool: Path, database: str, port: int = 11112) -> dict[str, Any]:
     return {
         "receiver": {"host": "127.0.0.1", "port": port, "ae_titles": ["MERCURY"]},
+        "web": {"host": "127.0.0.1", "port": free_port()},
         "storage": {"spool": str(spool), "database": database, "reserve_mb": 0},
         "timings": {"series_complete_on": ["association_end", "quiet"]},
         "targets": {name: {"target_type": "dummy"} for name in TARGETS},
