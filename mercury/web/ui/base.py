@@ -46,6 +46,9 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 CSRF_FIELD = "csrf_token"
+HISTORY_COMMENT = "history_comment"
+"""The editors' "why" field for the configuration history; rules, targets and modules have a
+``comment`` key of their own, so the two must not share a name."""
 FLASH_COOKIE = "mercury_flash"
 MAX_FORM_BYTES = 64 * 2**20
 """Largest form body read to find its CSRF token (a dropped DICOM file is the largest)."""

@@ -22,7 +22,15 @@ from mercury.web.context import Context, Db, WebContext
 from mercury.web.problems import Problem
 from mercury.web.timeutil import aware
 from mercury.web.ui import configedit, forms
-from mercury.web.ui.base import Form, UiRoute, done, remember_user, render, text
+from mercury.web.ui.base import (
+    HISTORY_COMMENT,
+    Form,
+    UiRoute,
+    done,
+    remember_user,
+    render,
+    text,
+)
 
 router = APIRouter(
     route_class=UiRoute, include_in_schema=False, dependencies=[Depends(remember_user)]
@@ -170,7 +178,7 @@ def edit_module(request: Request, name: str, user: Viewer, context: Context, db:
 def save_module(request: Request, user: Admin, context: Context, db: Db, form: Form) -> Response:
     name = text(form, "name").strip()
     original = text(form, "original").strip() or None
-    comment = text(form, "comment").strip()[:500]
+    comment = text(form, HISTORY_COMMENT).strip()[:500]
     data = configedit.document(context)
     current = configedit.entries(data, "modules")
     previous = current.get(original or name, {})

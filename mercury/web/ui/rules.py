@@ -26,7 +26,15 @@ from mercury.web.auth import Admin, Principal, Viewer
 from mercury.web.context import Context, Db, WebContext
 from mercury.web.problems import Problem
 from mercury.web.ui import configedit, forms
-from mercury.web.ui.base import Form, UiRoute, done, remember_user, render, text
+from mercury.web.ui.base import (
+    HISTORY_COMMENT,
+    Form,
+    UiRoute,
+    done,
+    remember_user,
+    render,
+    text,
+)
 from mercury.web.ui.tester import REPLAY_DAYS, TagsError, evaluate, parse_tags, run_replay
 from mercury.web.ui.tester import tags_from_dicom as read_dicom_tags
 
@@ -275,7 +283,7 @@ def _candidate(context: WebContext, form: Any) -> Candidate:
 @router.post("/rules/save")
 def save_rule(request: Request, user: Admin, context: Context, form: Form) -> Response:
     candidate = _candidate(context, form)
-    comment = text(form, "comment").strip()[:500]
+    comment = text(form, HISTORY_COMMENT).strip()[:500]
     fields = specs(context.config)
     if candidate.data is None:
         return _editor(

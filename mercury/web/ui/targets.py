@@ -31,7 +31,15 @@ from mercury.web.params import NAME_PATTERN as TARGET_NAME_PATTERN
 from mercury.web.problems import Problem
 from mercury.web.routes import targets as targets_api
 from mercury.web.ui import configedit, forms
-from mercury.web.ui.base import Form, UiRoute, done, remember_user, render, text
+from mercury.web.ui.base import (
+    HISTORY_COMMENT,
+    Form,
+    UiRoute,
+    done,
+    remember_user,
+    render,
+    text,
+)
 
 router = APIRouter(
     route_class=UiRoute, include_in_schema=False, dependencies=[Depends(remember_user)]
@@ -283,7 +291,7 @@ def _redisplay(
 @router.post("/targets/save")
 def save_target(request: Request, user: Admin, context: Context, form: Form) -> Response:
     candidate = _candidate(context, form)
-    comment = text(form, "comment").strip()[:500]
+    comment = text(form, HISTORY_COMMENT).strip()[:500]
     others: list[str] = []
     if candidate.entry is not None and candidate.name_problem is None:
         changed = configedit.replace_entry(
