@@ -299,3 +299,22 @@ def test_changing_ones_password(app: FastAPI, operator: Account) -> None:
         fresh.post("/api/login", json={"name": operator.name, "password": PASSWORD}).status_code
         == 401
     )
+
+
+def test_a_target_a_rule_sends_to_cannot_be_deleted(
+    app: FastAPI, engine: Engine, config_path: Path, admin: Account
+) -> None:
+    client, csrf = login(app, admin.name)
+    headers = {**HTMX, "X-CSRF-Token": csrf}
+    before, count = config_path.read_text(), versions(engine)
+    refused = client.post("/targets/pacs/delete", headers=headers)
+    assert refused.status_code == 409, refused.text[:500]
+    assert "target pacs cannot be deleted" in refused.text
+    assert "rules.ct" in refused.text
+    assert config_path.read_text() == before
+    assert versions(engine) == count
+    assert client.post("/modules/nothing/delete", headers=headers).status_code == 404
+    assert client.post("/rules/ct/delete", headers=headers).status_code in (200, 204)
+    assert client.post("/targets/pacs/delete", headers=headers).status_code in (200, 204)
+    assert "pacs" not in config_of(config_path)["targets"]  # type: ignore[operator]
+    assert versions(engine) == count + 2

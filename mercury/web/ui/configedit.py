@@ -137,6 +137,27 @@ def issues_for(
     return fields, others
 
 
+def delete_entry(context: WebContext, section: Section, name: str, *, author: str) -> str:
+    """Remove one rule, target or module as a new version; the message says what happened.
+    A missing entry is a 404; a configuration the removal would break (a rule still sending
+    to the target, say) is a 409 naming every problem, and nothing changes."""
+    noun = section.rstrip("s")
+    data = document(context)
+    if name not in entries(data, section):
+        raise Problem(404, f"no {noun} named {name} in the configuration")
+    try:
+        outcome = apply(
+            context,
+            remove_entry(data, section, name),
+            author=author,
+            comment=f"{noun} {name} deleted in the web UI",
+        )
+    except ConfigRejected as exc:
+        problems = "; ".join(str(issue) for issue in exc.issues)
+        raise Problem(409, f"{noun} {name} cannot be deleted: {problems}") from None
+    return outcome_message(outcome, f"{noun.capitalize()} {name} deleted")
+
+
 def outcome_message(outcome: Outcome, what: str) -> str:
     if not outcome.changed:
         return f"{what}: nothing changed."

@@ -223,23 +223,8 @@ def save_module(request: Request, user: Admin, context: Context, db: Db, form: F
 
 @router.post("/modules/{name}/delete")
 def delete_module(request: Request, name: str, user: Admin, context: Context) -> Response:
-    data = configedit.document(context)
-    if name not in configedit.entries(data, "modules"):
-        raise Problem(404, f"no module named {name} in the configuration")
-    try:
-        outcome = configedit.apply(
-            context,
-            configedit.remove_entry(data, "modules", name),
-            author=user.name,
-            comment=f"module {name} deleted in the web UI",
-        )
-    except configedit.ConfigRejected as exc:
-        raise Problem(
-            409, f"module {name} cannot be deleted: {'; '.join(str(i) for i in exc.issues)}"
-        ) from None
-    return done(
-        request, configedit.outcome_message(outcome, f"Module {name} deleted"), to="/modules"
-    )
+    message = configedit.delete_entry(context, "modules", name, author=user.name)
+    return done(request, message, to="/modules")
 
 
 def read_log(path: str) -> tuple[str | None, bool, str | None]:

@@ -323,19 +323,8 @@ def save_rule(request: Request, user: Admin, context: Context, form: Form) -> Re
 
 @router.post("/rules/{name}/delete")
 def delete_rule(request: Request, name: str, user: Admin, context: Context) -> Response:
-    data = configedit.document(context)
-    if name not in configedit.entries(data, "rules"):
-        raise Problem(404, f"no rule named {name} in the configuration")
-    try:
-        outcome = configedit.apply(
-            context,
-            configedit.remove_entry(data, "rules", name),
-            author=user.name,
-            comment=f"rule {name} deleted in the web UI",
-        )
-    except configedit.ConfigRejected as exc:
-        raise Problem(422, f"deleting rule {name} leaves an invalid configuration: {exc}") from None
-    return done(request, configedit.outcome_message(outcome, f"Rule {name} deleted"), to="/rules")
+    message = configedit.delete_entry(context, "rules", name, author=user.name)
+    return done(request, message, to="/rules")
 
 
 # -- tester and replay -------------------------------------------------------------------------

@@ -330,23 +330,8 @@ def save_target(request: Request, user: Admin, context: Context, form: Form) -> 
 
 @router.post("/targets/{name}/delete")
 def delete_target(request: Request, name: str, user: Admin, context: Context) -> Response:
-    data = configedit.document(context)
-    if name not in configedit.entries(data, "targets"):
-        raise Problem(404, f"no target named {name} in the configuration")
-    try:
-        outcome = configedit.apply(
-            context,
-            configedit.remove_entry(data, "targets", name),
-            author=user.name,
-            comment=f"target {name} deleted in the web UI",
-        )
-    except configedit.ConfigRejected as exc:
-        raise Problem(
-            409, f"target {name} cannot be deleted: {'; '.join(str(i) for i in exc.issues)}"
-        ) from None
-    return done(
-        request, configedit.outcome_message(outcome, f"Target {name} deleted"), to="/targets"
-    )
+    message = configedit.delete_entry(context, "targets", name, author=user.name)
+    return done(request, message, to="/targets")
 
 
 # -- connection test -----------------------------------------------------------------------
