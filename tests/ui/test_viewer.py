@@ -27,7 +27,8 @@ def failed_job(page: Page, served: Served, description: str) -> dict[str, Any]:
                 return dict(job)
         return None
 
-    found: dict[str, Any] = wait_for(find, 30, "the failed job")
+    found = wait_for(find, 30, "the failed job")
+    assert found is not None
     return found
 
 
@@ -74,7 +75,7 @@ def test_a_viewer_sees_no_actions_and_cannot_forge_one(
     config_before = served.config.read_bytes()
     versions_before = api(page, served, "/api/config/versions")["total"]
     oldest = api(page, served, "/api/config/versions", offset="0", limit="100")["items"][-1]
-    forged = {
+    forged: dict[str, dict[str, str | float | bool]] = {
         f"/jobs/{job['id']}/retry": {},
         f"/config/versions/{oldest['version']}/restore": {},
         "/targets/pacs/hold": {"reason": "forged"},
