@@ -211,11 +211,19 @@ class IndexWriter:
         # the commit itself.
         sql = self._sql
         conn = session.connection()
-        existing = set(
-            conn.execute(
-                sql.existing_instances, {"uids": [r.sop_instance_uid for r in records]}
-            ).scalars()
-        )
+        if len(records) == 1:
+            # One association sending alone commits one instance per transaction: the
+            # insert itself says whether the UID is new (it returns the row it added).
+            row = conn.execute(sql.insert_new_instance, _instance_row(records[0])).first()
+            added = 0 if row is None else 1
+            existing = set() if added else {records[0].sop_instance_uid}
+        else:
+            existing = set(
+                conn.execute(
+                    sql.existing_instances, {"uids": [r.sop_instance_uid for r in records]}
+                ).scalars()
+            )
+            added = 0
         new_rows: list[dict[str, Any]] = []
         duplicates: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
@@ -225,7 +233,8 @@ class IndexWriter:
             existing.add(record.sop_instance_uid)
             outcomes.append((record, is_duplicate))
             if not is_duplicate:
-                new_rows.append(_instance_row(record))
+                if not added:
+                    new_rows.append(_instance_row(record))
                 continue
             duplicates.append({"b_uid": record.sop_instance_uid, **_instance_row(record)})
             events.append(
@@ -269,6 +278,8 @@ class IndexWriter:
     ) -> set[str]:
         sql = self._sql
         groups = _group(outcomes, lambda r: r.series_uid)
+        if len(groups) == 1 and _update_one(conn, sql.update_series, _series_change(groups)):
+            return set()  # the series existed: counted, nothing new
         known = set(conn.execute(sql.existing_series, {"uids": list(groups)}).scalars())
         candidates = []
         for uid, members in groups.items():
@@ -299,20 +310,7 @@ class IndexWriter:
             # Another receiver sharing the database may have inserted it meanwhile.
             conn.execute(sql.insert_series, candidates)
         inserted: set[str] = {str(c["series_uid"]) for c in candidates}
-        conn.execute(
-            sql.update_series,
-            [
-                {
-                    "b_uid": uid,
-                    "b_new": sum(1 for _, dup in members if not dup),
-                    "b_dup": sum(1 for _, dup in members if dup),
-                    "b_bytes": sum(r.size for r, dup in members if not dup),
-                    "b_last": max(r.received_at for r, _ in members),
-                    "b_assoc": members[-1][0].association_id,
-                }
-                for uid, members in groups.items()
-            ],
-        )
+        conn.execute(sql.update_series, _series_change(groups))
         for new_uid in inserted:
             first = groups[new_uid][0][0]
             events.append(
@@ -339,6 +337,9 @@ class IndexWriter:
     ) -> None:
         sql = self._sql
         groups = _group(outcomes, lambda r: r.study_uid)
+        changes = _study_change(groups, new_series)
+        if len(groups) == 1 and _update_one(conn, sql.update_study, changes):
+            return
         known = set(conn.execute(sql.existing_studies, {"uids": list(groups)}).scalars())
         candidates = []
         for uid, members in groups.items():
@@ -364,18 +365,7 @@ class IndexWriter:
             )
         if candidates:
             conn.execute(sql.insert_study, candidates)
-        conn.execute(
-            sql.update_study,
-            [
-                {
-                    "b_uid": uid,
-                    "b_new": sum(1 for _, dup in members if not dup),
-                    "b_series": len({r.series_uid for r, _ in members} & new_series),
-                    "b_last": max(r.received_at for r, _ in members),
-                }
-                for uid, members in groups.items()
-            ],
-        )
+        conn.execute(sql.update_study, changes)
 
     def _update_associations(self, conn: Connection, records: list[ReceivedInstance]) -> None:
         totals: dict[str, list[int]] = {}
@@ -387,6 +377,42 @@ class IndexWriter:
             self._sql.update_association,
             [{"b_id": key, "b_n": n, "b_bytes": size} for key, (n, size) in totals.items()],
         )
+
+
+_Members = dict[str, list[tuple[ReceivedInstance, bool]]]
+
+
+def _series_change(groups: _Members) -> list[dict[str, Any]]:
+    return [
+        {
+            "b_uid": uid,
+            "b_new": sum(1 for _, dup in members if not dup),
+            "b_dup": sum(1 for _, dup in members if dup),
+            "b_bytes": sum(r.size for r, dup in members if not dup),
+            "b_last": max(r.received_at for r, _ in members),
+            "b_assoc": members[-1][0].association_id,
+        }
+        for uid, members in groups.items()
+    ]
+
+
+def _study_change(groups: _Members, new_series: set[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "b_uid": uid,
+            "b_new": sum(1 for _, dup in members if not dup),
+            "b_series": len({r.series_uid for r, _ in members} & new_series),
+            "b_last": max(r.received_at for r, _ in members),
+        }
+        for uid, members in groups.items()
+    ]
+
+
+def _update_one(conn: Connection, statement: Any, changes: list[dict[str, Any]]) -> bool:
+    """Apply the one row's change; False when the row does not exist yet (nothing changed).
+    The rowcount of a single-row UPDATE is exact on every driver, unlike executemany's."""
+    [change] = changes
+    return bool(conn.execute(statement, change).rowcount == 1)
 
 
 class _Statements:
@@ -403,6 +429,11 @@ class _Statements:
             instances.c.sop_instance_uid.in_(bindparam("uids", expanding=True))
         )
         self.insert_instance = insert(instances)
+        self.insert_new_instance = (
+            dialect_insert(instances)
+            .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+            .returning(instances.c.sop_instance_uid)
+        )
         self.update_duplicate = (
             update(instances)
             .where(instances.c.sop_instance_uid == bindparam("b_uid"))
