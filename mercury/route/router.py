@@ -374,6 +374,24 @@ class Router:
         if study.completion_reason != FORCE_REQUESTED:
             study.completion_reason = None
 
+    @staticmethod
+    def _settle_study(session: Session, study: StudyRow) -> None:
+        """A study no rule waits for is routed (or discarded) once every series of it is,
+        so it leaves the candidates: hundreds of such studies must not crowd out the
+        studies a study rule waits for. A new series re-opens it (the index writer sets it
+        receiving again)."""
+        states = set(
+            session.scalars(select(SeriesRow.state).where(SeriesRow.study_uid == study.study_uid))
+        )
+        unrouted = session.scalar(
+            select(InstanceRow.sop_instance_uid)
+            .where(InstanceRow.study_uid == study.study_uid, InstanceRow.route_round == 0)
+            .limit(1)
+        )
+        if not states or "receiving" in states or unrouted is not None:
+            return
+        study.state = "discarded" if states == {"discarded"} else "routed"
+
     def _study_candidates(self, limit: int) -> list[str]:
         with self._sessions() as session:
             return list(
@@ -386,7 +404,10 @@ class Router:
         timings = self.rules.config.timings
         with self._sessions() as session, session.begin():
             study = session.get(StudyRow, study_uid, with_for_update=True)
-            if study is None or not study.pending_rules or study.state != "receiving":
+            if study is None or study.state != "receiving":
+                return
+            if not study.pending_rules:
+                self._settle_study(session, study)
                 return
             series = list(
                 session.execute(

@@ -21,7 +21,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    Table,
+    bindparam,
+    case,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -479,6 +490,11 @@ class _Statements:
                 instance_count=studies.c.instance_count + bindparam("b_new"),
                 series_count=studies.c.series_count + bindparam("b_series"),
                 last_received_at=bindparam("b_last"),
+                # A new series re-opens a study the router had settled (see Router).
+                state=case(
+                    (bindparam("b_series", type_=Integer) > 0, literal("receiving")),
+                    else_=studies.c.state,
+                ),
             )
         )
         self.update_association = (

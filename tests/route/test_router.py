@@ -242,3 +242,57 @@ def test_a_rule_syntax_error_is_caught_at_load(tmp_path: Any) -> None:
     text = str(caught.value)
     assert "rules.broken.rule" in text
     assert "line 1, column 17" in text
+
+
+def study_states(engine: Engine) -> dict[str, str]:
+    from mercury.store.models import StudyRow
+
+    with Session(engine) as session:
+        return dict(session.execute(select(StudyRow.study_uid, StudyRow.state)).all())
+
+
+def test_studies_no_rule_waits_for_settle(engine: Engine, index: Index, clock: Clock) -> None:
+    """Studies with series rules only leave "receiving" once their series are decided, so
+    a busy site's many such studies never crowd out those a study rule waits for."""
+    rules = {
+        **ROUTE_CT,
+        "drop": {"rule": "tags.Modality == 'OT'", "action": "discard"},
+        "mr_study": {**STUDY_RULE, "rule": "tags.Modality == 'MR'"},
+    }
+    router = Router(engine, ruleset(rules), clock=clock)
+    index.add("1.2.3", 1, study="1.2.30", Modality="CT")
+    index.add("1.2.4", 1, study="1.2.40", Modality="OT")
+    index.add("1.2.5", 1, study="1.2.50", Modality="CT")
+    clock.advance(60)
+    index.add("1.2.6", 1, study="1.2.50", Modality="CT")  # still receiving
+    router.scan()
+    router.scan()
+    states = study_states(engine)
+    assert states["1.2.30"] == "routed"
+    assert states["1.2.40"] == "discarded"
+    assert states["1.2.50"] == "receiving"
+    clock.advance(60)
+    router.scan()
+    router.scan()
+    assert study_states(engine)["1.2.50"] == "routed"
+
+    # A new series re-opens a settled study until it is decided too.
+    index.add("1.2.7", 1, study="1.2.40", Modality="CT")
+    assert study_states(engine)["1.2.40"] == "receiving"
+    clock.advance(60)
+    router.scan()
+    router.scan()
+    assert study_states(engine)["1.2.40"] == "routed"
+
+    # More settled-looking studies than one scan considers: the study rule still completes.
+    for number in range(6):
+        index.add(f"1.3.{number}", 1, study=f"1.3.{number}0", Modality="CT")
+    index.add("1.4.1", 1, study="1.4", Modality="MR")
+    clock.advance(60)
+    for _ in range(6):
+        router.scan(limit=3)
+    clock.advance(900)
+    for _ in range(6):
+        router.scan(limit=3)
+    assert study_states(engine)["1.4"] == "routed"
+    assert any(j.study_uid == "1.4" and j.scope == "study" for j in jobs(engine))
