@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 from sqlalchemy.orm import Session
 
 from mercury.store.db import make_engine, upgrade
@@ -34,6 +41,8 @@ PASSWORDS = {
 }
 """An admin (made with `mercury users add`, as the first admin is), an operator, a viewer."""
 TIMEOUT_MS = 30_000
+# Assertions wait as long as actions do: a loaded CI machine renders slowly.
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 @dataclass
