@@ -23,7 +23,15 @@ from pydicom.datadict import dictionary_VR, keyword_dict, keyword_for_tag
 from pydicom.tag import BaseTag
 
 from mercury.dicom.charset import DEFAULT_CHARSET, Charset, parse_charset
-from mercury.dicom.scan import KNOWN_VRS, PIXEL_DATA_START, ScanError, ScanResult, Truncated, scan
+from mercury.dicom.scan import (
+    KNOWN_VRS,
+    PIXEL_DATA_START,
+    Found,
+    ScanError,
+    ScanResult,
+    Truncated,
+    scan,
+)
 from mercury.dicom.syntax import DatasetEncoding, dataset_encoding
 from mercury.dicom.values import value_text
 
@@ -59,6 +67,7 @@ _IMAGES_IN_ACQUISITION = 0x00201002
 _NUMBER_OF_SERIES_RELATED_INSTANCES = 0x00201209
 _NUMBER_OF_FRAMES = 0x00280008
 _PIXEL_REPRESENTATION = 0x00280103
+_STUDY_DATE = 0x00080020
 _INTEGER_TAGS = (
     _INSTANCE_NUMBER,
     _IMAGES_IN_ACQUISITION,
@@ -103,6 +112,8 @@ class InstanceHeader:
     number_of_series_related_instances: int | None
     header_length: int
     charset_problem: str | None
+    study_date: str = ""
+    """StudyDate for the index (not one of mercure's tags, so not in ``tags`` unless added)."""
 
 
 # A wanted tag: (tag, name, dictionary VR or None, VR to use when the dataset gives none,
@@ -178,6 +189,7 @@ def _selection(additional: tuple[str, ...]) -> _Selection:
     tags = {item[0] for item in named}
     tags.update(_INTEGER_TAGS)
     tags.add(_PIXEL_REPRESENTATION)
+    tags.add(_STUDY_DATE)
     return _Selection(tuple(named), frozenset(tags))
 
 
@@ -289,6 +301,16 @@ def _scan(
     return dataset, scan(dataset, encoding.implicit_vr, encoding.little_endian, wanted)
 
 
+def _study_date(buf: bytes | memoryview, found: Mapping[int, Found]) -> str:
+    """StudyDate as YYYYMMDD, or '' when absent or not a DA value (ASCII digits only)."""
+    item = found.get(_STUDY_DATE)
+    if item is None:
+        return ""
+    _, start, end = item
+    value = bytes(buf[start:end]).strip(b" \x00")
+    return value.decode("ascii") if len(value) == 8 and value.isdigit() else ""
+
+
 def _build_header(
     buf: bytes | memoryview, result: ScanResult, little: bool, selection: _Selection
 ) -> InstanceHeader:
@@ -345,4 +367,5 @@ def _build_header(
         number_of_series_related_instances=_to_int(texts.get(_NUMBER_OF_SERIES_RELATED_INSTANCES)),
         header_length=len(buf) if result.stopped_at is None else result.stopped_at,
         charset_problem="; ".join(problems) or None,
+        study_date=_study_date(buf, found),
     )

@@ -218,6 +218,7 @@ class StoreHandler:
             changed_dirs=spooled.dirs,
             expected_count=header.number_of_series_related_instances
             or header.images_in_acquisition,
+            study_date=header.study_date,
         )
         try:
             await asyncio.wrap_future(self.writer.add_instance(instance))

@@ -102,6 +102,7 @@ class ReceivedInstance:
     tags: dict[str, str]
     changed_dirs: tuple[Path, ...] = ()
     expected_count: int | None = None  # from NumberOfSeriesRelatedInstances/ImagesInAcquisition
+    study_date: str = ""  # StudyDate (YYYYMMDD), read for the index even if not in tags
 
 
 @dataclass(frozen=True)
@@ -364,7 +365,7 @@ class IndexWriter:
                     "patient_id": tags.get("PatientID", "")[:64],
                     "patient_name": tags.get("PatientName", "")[:324],
                     "accession_number": tags.get("AccessionNumber", "")[:64],
-                    "study_date": tags.get("StudyDate", "")[:16],
+                    "study_date": (first.study_date or tags.get("StudyDate", ""))[:16],
                     "study_description": tags.get("StudyDescription", "")[:128],
                     "series_count": 0,
                     "instance_count": 0,

@@ -158,6 +158,17 @@ def test_missing_uids_are_empty_strings() -> None:
     assert header.number_of_frames is None
 
 
+def test_study_date_is_read_for_the_index() -> None:
+    ds = Dataset()
+    ds.StudyDate = "20251224"
+    header = quiet_read(encode(ds, EXPLICIT_LE), EXPLICIT_LE)
+    assert header.study_date == "20251224"
+    assert "StudyDate" not in header.tags
+    put_raw(ds, 0x00080020, "DA", b"yesterday ")
+    assert quiet_read(encode(ds, IMPLICIT_LE), IMPLICIT_LE).study_date == ""
+    assert quiet_read(encode(Dataset(), EXPLICIT_LE), EXPLICIT_LE).study_date == ""
+
+
 def test_empty_dataset() -> None:
     header = quiet_read(b"", EXPLICIT_LE)
     assert header.tags == {}

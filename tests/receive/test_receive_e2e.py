@@ -75,6 +75,9 @@ def test_ct_series_stored_byte_identical(mercury: MercuryProcess, ct_series: lis
         "ACC0001",
         300,
     )
+    # Not one of mercure's tags, read for the index all the same (search by study date).
+    assert study.study_date == "20260101"
+    assert "StudyDate" not in series.tags
 
 
 def test_two_thousand_small_images(mercury: MercuryProcess, small_images: list[Path]) -> None:
