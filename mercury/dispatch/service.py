@@ -8,6 +8,7 @@ import logging
 
 from mercury.dispatch.dispatcher import Dispatcher
 from mercury.runtime import Runtime
+from mercury.threads import in_thread
 
 log = logging.getLogger("mercury.dispatch")
 
@@ -50,7 +51,7 @@ class DispatcherService:
         while True:
             self._wake.clear()
             try:
-                await asyncio.to_thread(self.dispatcher.tick)
+                await in_thread(self.dispatcher.tick)
             except Exception:
                 log.exception("dispatch tick failed; retrying")
             with contextlib.suppress(TimeoutError):

@@ -11,6 +11,7 @@ from mercury.notify.follower import JournalFollower
 from mercury.notify.notifier import Notifier
 from mercury.route.ruleset import RuleSet
 from mercury.runtime import Runtime
+from mercury.threads import in_thread
 
 log = logging.getLogger("mercury.notify")
 
@@ -42,11 +43,11 @@ class NotifierService:
     async def _loop(self) -> None:
         while True:
             try:
-                await asyncio.to_thread(self.follower.poll)
+                await in_thread(self.follower.poll)
             except Exception:
                 log.exception("following the journal failed; retrying")
             try:
-                await asyncio.to_thread(self.notifier.tick)
+                await in_thread(self.notifier.tick)
             except Exception:
                 log.exception("notify tick failed; retrying")
             await asyncio.sleep(TICK_INTERVAL)

@@ -8,6 +8,7 @@ import logging
 
 from mercury.process.processor import Processor
 from mercury.runtime import Runtime
+from mercury.threads import in_thread
 
 log = logging.getLogger("mercury.process")
 
@@ -48,7 +49,7 @@ class ProcessorService:
         while True:
             self._wake.clear()
             try:
-                await asyncio.to_thread(self.processor.tick)
+                await in_thread(self.processor.tick)
             except Exception:
                 log.exception("processing tick failed; retrying")
             with contextlib.suppress(TimeoutError):

@@ -9,6 +9,7 @@ import logging
 from mercury.route.router import Router
 from mercury.route.ruleset import RuleSet
 from mercury.runtime import Runtime
+from mercury.threads import in_thread
 
 log = logging.getLogger("mercury.route")
 
@@ -43,7 +44,7 @@ class RouterService:
         interval = min(self.runtime.config.timings.router_scan_interval, MAX_SCAN_INTERVAL)
         while True:
             try:
-                await asyncio.to_thread(self.router.scan)
+                await in_thread(self.router.scan)
             except Exception:
                 log.exception("routing scan failed; retrying")
             await asyncio.sleep(interval)
