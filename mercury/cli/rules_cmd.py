@@ -51,7 +51,7 @@ def run_rule_test(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Show which rules fire, the tags each read, and the jobs that would result."""
-    from mercury.route.planner import plan_jobs
+    from mercury.route.planner import preview
     from mercury.route.ruleset import RuleSet
 
     cfg = load_or_exit(config)
@@ -95,22 +95,7 @@ def run_rule_test(
     results: list[dict[str, Any]] = []
     for source, values in cases:
         selection = ruleset.select(values)
-        fired = [
-            (name, ruleset.rule(name))
-            for name in selection.triggered
-            if ruleset.rule(name).action != "discard"
-        ]
-        jobs = (
-            []
-            if selection.discarded
-            else plan_jobs(
-                [(n, r) for n, r in fired if r.action_trigger == "series"],
-                scope="series",
-                study_uid=values.get("StudyInstanceUID", ""),
-                series_uid=values.get("SeriesInstanceUID"),
-                instances=(),
-            )
-        )
+        planned = preview(ruleset, selection, values)
         results.append(
             {
                 "source": source,
@@ -127,10 +112,10 @@ def run_rule_test(
                     }
                     for name, outcome in selection.outcomes.items()
                 },
-                "study_rules": [n for n, r in fired if r.action_trigger == "study"],
+                "study_rules": planned.study_rules,
                 "jobs": [
                     {"kind": j.kind, "rule": j.rule, "target": j.target, "modules": list(j.modules)}
-                    for j in jobs
+                    for j in planned.jobs
                 ],
             }
         )

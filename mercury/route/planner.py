@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from mercury.config.rules import Rule
 from mercury.notify.triggers import on_completion
 from mercury.store.jobs import JobSpec
+
+if TYPE_CHECKING:
+    from mercury.route.ruleset import RuleSet
+    from mercury.rules import Selection
 
 _PRIORITY_RANK = {"urgent": 0, "normal": 1, "offpeak": 2}
 
@@ -88,3 +93,32 @@ def plan_jobs(
         for target, (rule_name, priority) in targets.items()
     ]
     return dispatch + jobs
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a series with these tags would start: its series jobs, and the study rules that
+    would wait for its study (for the rule testers of the CLI and the web interface)."""
+
+    jobs: list[JobSpec]
+    study_rules: list[str]
+
+
+def preview(ruleset: RuleSet, selection: Selection, tags: Mapping[str, str]) -> Preview:
+    fired = [
+        (name, ruleset.rule(name))
+        for name in selection.triggered
+        if ruleset.rule(name).action != "discard"
+    ]
+    jobs = (
+        []
+        if selection.discarded
+        else plan_jobs(
+            [(n, r) for n, r in fired if r.action_trigger == "series"],
+            scope="series",
+            study_uid=tags.get("StudyInstanceUID", ""),
+            series_uid=tags.get("SeriesInstanceUID"),
+            instances=(),
+        )
+    )
+    return Preview(jobs, [n for n, r in fired if r.action_trigger == "study"])

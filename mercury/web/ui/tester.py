@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from mercury.config.models import MercuryConfig
-from mercury.route.planner import plan_jobs
+from mercury.route.planner import preview
 from mercury.route.replay import ReplayError, ReplayReport, replay
 from mercury.route.ruleset import RuleSet
 
@@ -108,24 +108,9 @@ class TestResult:
 def evaluate(config: MercuryConfig, tags: dict[str, str]) -> TestResult:
     ruleset = RuleSet.from_config(config)
     selection = ruleset.select(tags)
-    fired = [
-        (name, ruleset.rule(name))
-        for name in selection.triggered
-        if ruleset.rule(name).action != "discard"
-    ]
-    specs = (
-        []
-        if selection.discarded
-        else plan_jobs(
-            [(n, r) for n, r in fired if r.action_trigger == "series"],
-            scope="series",
-            study_uid=tags.get("StudyInstanceUID", ""),
-            series_uid=tags.get("SeriesInstanceUID"),
-            instances=(),
-        )
-    )
+    planned = preview(ruleset, selection, tags)
     jobs = []
-    for spec in specs:
+    for spec in planned.jobs:
         if spec.kind == "dispatch":
             jobs.append(f"send to {spec.target} (rule {spec.rule})")
         elif spec.kind == "process":
@@ -155,7 +140,7 @@ def evaluate(config: MercuryConfig, tags: dict[str, str]) -> TestResult:
         discarded=selection.discarded,
         discarded_by=selection.discarded_by,
         jobs=jobs,
-        study_rules=[n for n, r in fired if r.action_trigger == "study"],
+        study_rules=planned.study_rules,
     )
 
 
